@@ -20,3 +20,46 @@
         hlt
         jmp     9999b
         .endm
+
+# PRINT16 / PRINT32 / PRINT64 "text": print a string literal on the console from
+# real-mode, 32-bit or 64-bit code. The text goes to subsection 1 of .text (after
+# all the code, inside the image); every register except FLAGS is preserved.
+        .macro  PRINT16 text
+        pushw   %si
+        movw    $.Lstr\@, %si
+        call    puts16
+        popw    %si
+        .pushsection .text, 1
+.Lstr\@: .asciz "\text"
+        .popsection
+        .endm
+
+        .macro  PRINT32 text
+        pushl   %esi
+        movl    $.Lstr\@, %esi
+        call    puts32
+        popl    %esi
+        .pushsection .text, 1
+.Lstr\@: .asciz "\text"
+        .popsection
+        .endm
+
+        .macro  PRINT64 text
+        pushq   %rsi
+        movl    $.Lstr\@, %esi
+        call    puts64
+        popq    %rsi
+        .pushsection .text, 1
+.Lstr\@: .asciz "\text"
+        .popsection
+        .endm
+
+# IMAGE_END: last line of a multi-sector raw image. Pads the image to a whole
+# number of 512-byte sectors (after the strings in subsection 1) and defines
+# image_end, from which the boot sector computes how many sectors to read.
+        .macro  IMAGE_END
+        .pushsection .text, 2
+        .balign 512, 0
+image_end:
+        .popsection
+        .endm
