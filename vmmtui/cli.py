@@ -1,16 +1,168 @@
-"""The command line: `vmmtui GUEST` opens the TUI; subcommands do headless work."""
+"""The command line: `vmmtui GUEST` opens the TUI; subcommands do headless work.
+
+Errors are one line on stderr and a non-zero exit status, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Sequence
+
+from engine.config import DEFAULT_MEM, MachineConfig, parse_size
+from engine.errors import EngineError
+from engine.loader import load
+from engine.machine import Machine, Stop, StopReason
+
+from . import __version__
+
+# Process exit statuses for stops the guest did not choose (README, "Exit status").
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_SHUTDOWN = 71
+EXIT_MAX_EXITS = 72
+EXIT_TIMEOUT = 73
+EXIT_GUEST_ERROR = 74
+_STOP_STATUS = {
+    StopReason.SHUTDOWN: EXIT_SHUTDOWN,
+    StopReason.MAX_EXITS: EXIT_MAX_EXITS,
+    StopReason.TIMEOUT: EXIT_TIMEOUT,
+    StopReason.ERROR: EXIT_GUEST_ERROR,
+}
+
+_RUN_EXAMPLE = """\
+examples:
+  vmmtui run guests/hello.img
+  vmmtui run guests/cpuid.img --vendor amd --json
+  vmmtui run guests/memory.img --page-size 4K --exit io=off
+"""
 
 
-def main(argv: list[str] | None = None) -> int:
+class UsageError(Exception):
+    """A bad command line, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _add_machine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("guest", metavar="GUEST", help="guest image: a raw *.img boot image, or an ELF32 (multiboot) / ELF64")
+    p.add_argument("--vendor", choices=("intel", "amd"), default="intel",
+                   help="the CPU's virtualization: intel (VT-x, VMCS, EPT) or amd (AMD-V, VMCB, NPT); default intel")
+    p.add_argument("--mem", default=f"{DEFAULT_MEM >> 20}M", metavar="SIZE",
+                   help="guest memory, e.g. 64M or 1G (a multiple of 2M; default %(default)s)")
+    p.add_argument("--page-size", default="2M", metavar="4K|2M",
+                   help="how the VMM backs guest RAM on first touch: 2M large pages (default) or 4K pages")
+    p.add_argument("--exit", action="append", default=[], metavar="NAME=on|off",
+                   help="turn one exit control on or off (repeatable): io, msr, cpuid, hlt, invlpg, rdtsc, "
+                        "cr0, cr3, cr4, hypercall, or an exception vector de, db, bp, ud, gp, pf, ...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `vmmtui` and its subcommands."""
+    parser = _Parser(prog="vmmtui", description="A terminal debugger for virtual machine monitors.",
+                     epilog="Run `vmmtui COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"vmmtui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", help="run a guest headless and summarise its VM exits",
+                         description="Run GUEST headless: its serial output to stdout, an exit summary to "
+                                     "stderr, and the guest's debug-exit status as the process status.",
+                         epilog=_RUN_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_machine_options(run)
+    run.add_argument("--max-exits", type=int, metavar="N", help="stop after N exits")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object (serial output, every exit, counts) on stdout instead")
+    return parser
+
+
+def machine_config(args: argparse.Namespace) -> MachineConfig:
+    """The machine the options describe."""
+    return MachineConfig(vendor=args.vendor, mem_size=parse_size(args.mem),
+                         page_size=parse_size(args.page_size), exits=list(args.exit))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`vmmtui run`: run headless."""
+    if args.max_exits is not None and args.max_exits < 1:
+        raise UsageError("--max-exits must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    machine = Machine(machine_config(args))
+    image = load(machine, args.guest)
+    if not args.json:
+        out = sys.stdout.buffer
+
+        def echo(data: bytes) -> None:
+            out.write(data)
+            out.flush()
+
+        machine.on_serial(echo)
+    started = time.perf_counter()
+    stop = machine.run(max_exits=args.max_exits, timeout=args.timeout)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        json.dump(run_json(machine, stop, image.sha256), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        from .summary import print_summary
+
+        print_summary(machine, stop, elapsed)
+    return exit_status(stop)
+
+
+def exit_status(stop: Stop) -> int:
+    """The process exit status for a stop (README, "Exit status")."""
+    if stop.reason in (StopReason.DEBUG_EXIT, StopReason.HYPERCALL_EXIT):
+        return (stop.status or 0) & 0xFF
+    if stop.reason == StopReason.HALT:
+        return 0
+    return _STOP_STATUS.get(stop.reason, EXIT_INTERNAL)
+
+
+def run_json(machine: Machine, stop: Stop, sha256: str) -> dict[str, object]:
+    """The `--json` document of a run."""
+    return {
+        "vendor": machine.vendor,
+        "stop": stop.reason.value,
+        "exit_status": stop.status,
+        "message": stop.message,
+        "serial": machine.serial.decode("utf-8", errors="replace"),
+        "exits": [e.as_json() for e in machine.exits],
+        "counts": dict(machine.exits.counts()),
+        "controls": machine.controls.as_json(),
+        "vmm": machine.hw.vmm_log,
+        "image": {"sha256": sha256},
+        "mem": machine.config.mem_size,
+        "vcpus": machine.config.vcpus,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vmmtui` console script."""
-    parser = argparse.ArgumentParser(prog="vmmtui", description=__doc__)
-    parser.parse_args(argv)
-    return 0
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        return {"run": cmd_run}[args.command](args)
+    except UsageError as e:
+        print(f"vmmtui: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except EngineError as e:
+        print(f"vmmtui: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vmmtui: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the last line of defence: never a traceback
+        print(f"vmmtui: internal error: {type(e).__name__}: {e} (please report this)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

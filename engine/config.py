@@ -1,0 +1,41 @@
+"""A machine's configuration: vendor, memory, vCPUs, backing page size, exit controls."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .addresses import LARGE_PAGE_SIZE, PAGE_SIZE
+from .errors import ConfigError
+
+DEFAULT_MEM = 64 << 20
+VENDORS = ("intel", "amd")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'64M', '1G', '4K' or a plain byte count -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text.upper())
+    if not m:
+        raise ConfigError(f"not a size: {text!r} (use a number with K, M or G, for example 64M)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass
+class MachineConfig:
+    """What a run is built from."""
+
+    vendor: str = "intel"
+    mem_size: int = DEFAULT_MEM
+    vcpus: int = 1
+    page_size: int = LARGE_PAGE_SIZE
+    exits: list[str] = field(default_factory=list)  # "NAME=on|off" specs, in order
+
+    def check(self) -> None:
+        """Raise ConfigError for anything the machine cannot be built with."""
+        if self.vendor not in VENDORS:
+            raise ConfigError(f"unknown vendor {self.vendor!r} (intel or amd)")
+        if self.vcpus != 1:
+            raise ConfigError("one vCPU for now: SMP comes with the scheduler")
+        if self.page_size not in (PAGE_SIZE, LARGE_PAGE_SIZE):
+            raise ConfigError("--page-size is 4K or 2M")

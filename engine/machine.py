@@ -1,0 +1,775 @@
+"""The machine: host memory, EPT / NPT, the virtualization hardware, devices, vCPUs,
+and the run loop that turns guest actions into VM exits.
+
+A `Machine` is the engine's public face: load an image, `run`, `run_to_exit`,
+`step`, `pause` (from another thread), read the exit stream (`exits`), the
+registers, the VMCS / VMCB and guest memory by GPA or GVA.
+
+How exits are taken (DESIGN.md, "What Unicorn gives you"): IN, OUT and CPUID
+arrive through Unicorn's instruction hooks and are handled inside the hook; HLT,
+RDMSR, WRMSR, RDTSC, MOV CR, INVLPG and VMCALL/VMMCALL through per-address code
+hooks placed by scanning each code page on its first fetch (`engine.intercept`);
+first touches of RAM and MMIO through Unicorn's memory hooks. Emulation stops only
+when the debugger needs control. A run that must stop exactly at an exit (run to
+the next exit, a max-exits budget) runs in Unicorn's counted mode, where a stop
+requested inside a hook takes effect right after the instruction.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from unicorn import (
+    UC_ERR_FETCH_PROT, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_PROT_ALL, UC_PROT_READ,
+    UC_PROT_WRITE, UcError,
+)
+from unicorn import x86_const as X
+
+from . import paging
+from .addresses import PAGE_SIZE
+from .config import MachineConfig
+from .controls import Controls
+from .devices.bus import Bus
+from .devices.debug_exit import DEBUG_EXIT_PORT, DebugExit
+from .devices.lapic import APIC_BASE, APIC_SIZE, LocalApic
+from .devices.uart16550 import Uart16550
+from .ept import Ept
+from .errors import EngineError
+from .exitlog import ExitEvent, ExitLog
+from .guestmem import GuestMemory
+from .hardware import ExitCode, GuestState, Hardware
+from .hostmem import HostMemory
+from .intercept import Insn, Kind, decode, scan
+from .npt import Npt
+from .svm.hardware import SvmHardware
+from .vcpu import CR0_PE, EFER_LMA, SNAP, SegmentState, Vcpu
+from .vmm import MsrFile, Vmm
+from .vmx.hardware import VmxHardware
+
+COM1 = 0x3F8
+NEVER = (1 << 64) - 1  # an `until` address no guest reaches
+COUNTED_SLICE = 1_000_000  # instructions per emu_start in counted mode
+TIME_PER_EXIT = 1000  # virtual-time ticks an exit costs (see README, "Virtual time")
+_I = SNAP  # snapshot indices
+_MASK = {16: 0xFFFF, 32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
+_FLAGS_IF = 1 << 9
+_NOT_CODE_PROT = UC_PROT_READ | UC_PROT_WRITE  # RAM before its first fetch is scanned
+
+
+class StopReason(str, Enum):
+    """Why a run (or a step) returned."""
+
+    DEBUG_EXIT = "debug-exit"
+    HYPERCALL_EXIT = "hypercall-exit"
+    HALT = "halt"
+    SHUTDOWN = "shutdown"
+    MAX_EXITS = "max-exits"
+    TIMEOUT = "timeout"
+    EXIT = "exit"  # run_to_exit or a break on an exit
+    STEP = "step"
+    PAUSE = "pause"
+    ERROR = "error"
+
+
+FINAL = frozenset({StopReason.DEBUG_EXIT, StopReason.HYPERCALL_EXIT, StopReason.HALT,
+                   StopReason.SHUTDOWN, StopReason.ERROR})
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """The end of a run or step: why, the guest's status where it gave one, a message."""
+
+    reason: StopReason
+    status: int | None = None
+    message: str = ""
+    exit_seq: int | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the machine can run on after this stop."""
+        return self.reason in FINAL
+
+
+class GuestFault(EngineError):
+    """The guest raised an exception the engine cannot deliver yet."""
+
+    title = "guest exception"
+
+
+class Machine:
+    """One emulated machine with its VMM."""
+
+    def __init__(self, config: MachineConfig | None = None) -> None:
+        self.config = config = config or MachineConfig()
+        config.check()
+        self.controls = Controls()
+        self.controls.apply(config.exits, config.vendor)
+        # Host memory: guest RAM, the tables and control structures, with room to spare.
+        host_size = config.mem_size + (64 << 20)
+        self.host = HostMemory(host_size)
+        self.slat = Ept(self.host) if config.vendor == "intel" else Npt(self.host)
+        self.hw: Hardware
+        if config.vendor == "intel":
+            self.hw = VmxHardware(self.host, self.controls, self.slat, config.vcpus)  # type: ignore[arg-type]
+        else:
+            self.hw = SvmHardware(self.host, self.controls, self.slat, config.vcpus)  # type: ignore[arg-type]
+        self.vcpus = [Vcpu(i, self.host) for i in range(config.vcpus)]
+        self.mem = GuestMemory(self.host, self.slat, config.mem_size, config.page_size, self._mirror_map)
+        self.exits = ExitLog(self.hw.decode)
+        self.serial = bytearray()
+        self._serial_listeners: list[Callable[[bytes], None]] = []
+        self.time = 0
+        # Devices.
+        self.ports = Bus("port")
+        self.mmio = Bus("mmio")
+        self.uart = Uart16550(self._console)
+        self.ports.register(COM1, 8, self.uart)
+        self.ports.register(DEBUG_EXIT_PORT, 4, DebugExit(self._debug_exit))
+        self.lapics = [LocalApic(i) for i in range(config.vcpus)]
+        self.mmio.register(APIC_BASE, APIC_SIZE, self.lapics[0])
+        self.vmm = Vmm(config.vendor, config.vcpus, self.ports, self.mmio, self.mem.read, self._console)
+        self.msrs = [MsrFile(v.index, v.read_msr, v.uc.msr_write, self.tsc) for v in self.vcpus]
+        # Run state.
+        self.stop: Stop | None = None  # set when the machine has finished
+        self._pending: Stop | None = None  # requested inside a hook
+        self._resume: tuple[Any, int] | None = None  # (context, next RIP) to land on after a fast stop
+        self._counted = False
+        self._stop_on_exit = False
+        self._max_exits: int | None = None
+        self._fetch_fault: int | None = None
+        self._skip_once: tuple[int, int] | None = None
+        self._sites: dict[tuple[int, int], Insn | None] = {}
+        self._scanned: set[int] = set()
+        self._segment_cache: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+        self._string_io: tuple[int, int, int] | None = None  # (linear, seq, next RCX) of a REP string I/O
+        self._mmio_pages: set[int] = set()
+        self._lock = threading.Lock()
+        self._running: Vcpu | None = None
+        self.exit_breaks: list[Callable[[ExitEvent], bool]] = []
+        for v in self.vcpus:
+            self._install_hooks(v)
+        for base, size, dev in ((APIC_BASE, APIC_SIZE, self.lapics[0]),):
+            for v in self.vcpus:
+                v.uc.mmio_map(base, size, self._mmio_reader(base, dev), None, self._mmio_writer(base, dev), None)
+
+    # -- set-up ------------------------------------------------------------------
+
+    def _install_hooks(self, v: Vcpu) -> None:
+        uc = v.uc
+        uc.hook_add(UC_HOOK_INSN, self._on_in, v, 1, 0, X.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, v, 1, 0, X.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_cpuid, v, 1, 0, X.UC_X86_INS_CPUID)
+        uc.hook_add(UC_HOOK_MEM_FETCH_PROT, self._on_fetch_prot, v)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped, v)
+        uc.hook_add(UC_HOOK_INTR, self._on_interrupt, v)
+
+    def _mirror_map(self, gpa: int, size: int, hpa: int) -> None:
+        """A new EPT/NPT mapping: expose the host frames to every vCPU's Unicorn."""
+        for v in self.vcpus:
+            v.uc.mem_map_ptr(gpa, size, _NOT_CODE_PROT, self.host.pointer(hpa))
+
+    def launch(self) -> None:
+        """VMLAUNCH / VMRUN: hand the loaded initial state to the hardware."""
+        for v in self.vcpus:
+            snap = v.snapshot()
+            self.hw.launch(v.index, self._guest_state(v, snap))  # type: ignore[attr-defined]
+
+    # -- the public API ------------------------------------------------------------
+
+    @property
+    def vendor(self) -> str:
+        return self.config.vendor
+
+    def on_serial(self, listener: Callable[[bytes], None]) -> None:
+        """Call `listener(bytes)` with everything the guest writes to the console."""
+        self._serial_listeners.append(listener)
+
+    def run(self, max_exits: int | None = None, timeout: float | None = None) -> Stop:
+        """Run until the guest ends, `max_exits` exits in all, `timeout` seconds, or pause()."""
+        self._max_exits = max_exits
+        try:
+            return self._run(counted=max_exits is not None, timeout=timeout)
+        finally:
+            self._max_exits = None
+
+    def run_to_exit(self, timeout: float | None = None) -> Stop:
+        """Run until the next VM exit has been taken and handled."""
+        self._stop_on_exit = True
+        try:
+            return self._run(counted=True, timeout=timeout)
+        finally:
+            self._stop_on_exit = False
+
+    def step(self) -> Stop:
+        """Execute one guest instruction (its exit, if it makes one, is taken)."""
+        return self._run(counted=True, timeout=None, count=1)
+
+    def pause(self) -> None:
+        """Stop a run in progress as soon as possible; safe from another thread."""
+        with self._lock:
+            if self._pending is None:
+                self._pending = Stop(StopReason.PAUSE, message="paused")
+            running = self._running
+        if running is not None:
+            running.uc.emu_stop()
+
+    def registers(self, vcpu: int = 0) -> dict[str, int]:
+        """The vCPU's registers by name (rip, rflags, rax..r15, segments, crN, efer)."""
+        v = self.vcpus[vcpu]
+        regs = v.registers()
+        regs["efer"] = self.msrs[vcpu].efer
+        return regs
+
+    def structure(self, vcpu: int = 0) -> Any:
+        """The vCPU's VMCS (Intel) or VMCB (AMD), up to date."""
+        return self.hw.structure(vcpu)
+
+    def read_gpa(self, gpa: int, size: int) -> bytes:
+        """Guest-physical memory."""
+        return self.mem.read(gpa, size)
+
+    def translate(self, gva: int, vcpu: int = 0) -> paging.GuestWalk:
+        """The guest's own walk of `gva` with the vCPU's current CR0/CR3/CR4/EFER."""
+        r = self.registers(vcpu)
+        return paging.walk(self.mem.read, gva, cr0=r["cr0"], cr3=r["cr3"], cr4=r["cr4"], efer=r["efer"])
+
+    def read_gva(self, gva: int, size: int, vcpu: int = 0) -> bytes:
+        """Guest-virtual (linear) memory, through the guest's page tables."""
+        out = bytearray()
+        while size > 0:
+            n = min(size, PAGE_SIZE - (gva & (PAGE_SIZE - 1)))
+            w = self.translate(gva, vcpu)
+            if w.gpa is None:
+                raise EngineError(f"guest-virtual {gva:#x} is not mapped: {w.fault}")
+            out += self.mem.read(w.gpa, n)
+            gva += n
+            size -= n
+        return bytes(out)
+
+    # -- the run loop ----------------------------------------------------------------
+
+    def _run(self, counted: bool, timeout: float | None, count: int = 0) -> Stop:
+        if self.stop is not None:
+            return self.stop
+        v = self.vcpus[0]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._counted = counted
+        while True:
+            with self._lock:
+                if self._pending is not None and self._pending.reason == StopReason.PAUSE:
+                    return self._take_pending()
+                self._running = v
+            begin = v.uc.reg_read(X.UC_X86_REG_RIP)
+            slice_us = 0 if deadline is None else max(1, int((deadline - time.monotonic()) * 1e6))
+            n = count or (COUNTED_SLICE if counted else 0)
+            try:
+                v.uc.emu_start(begin, NEVER, timeout=slice_us, count=n)
+                error = None
+            except UcError as e:
+                error = e
+            finally:
+                with self._lock:
+                    self._running = None
+            if self._resume is not None:
+                ctx, next_rip = self._resume
+                self._resume = None
+                v.uc.context_restore(ctx)
+                v.uc.reg_write(X.UC_X86_REG_RIP, next_rip)
+            if error is not None:
+                if error.errno == UC_ERR_FETCH_PROT and self._fetch_fault is not None:
+                    self._scan_code_page(v, self._fetch_fault)
+                    self._fetch_fault = None
+                    continue
+                if self._pending is None:
+                    self._pending = Stop(StopReason.ERROR, message=self._describe_error(v, error))
+            if self._pending is not None:
+                return self._take_pending()
+            if count:
+                return Stop(StopReason.STEP)
+            if deadline is not None and time.monotonic() >= deadline:
+                return Stop(StopReason.TIMEOUT, message=f"stopped after {timeout} s")
+            if not counted and deadline is None:
+                # emu_start returned on its own: Unicorn's native HLT (not scanned yet).
+                return self._finish(Stop(StopReason.HALT, status=0, message="halted"))
+
+    def _take_pending(self) -> Stop:
+        stop, self._pending = self._pending, None
+        assert stop is not None
+        if stop.final:
+            self.stop = stop
+        return stop
+
+    def _finish(self, stop: Stop) -> Stop:
+        self.stop = stop
+        return stop
+
+    def _request_stop(self, v: Vcpu, stop: Stop, next_rip: int | None = None) -> None:
+        """Ask the emulation to stop after the current instruction (hook context)."""
+        if self._pending is not None and self._pending.final:
+            return
+        self._pending = stop
+        if next_rip is not None and not self._counted:
+            # Outside counted mode Unicorn stops only at the end of the translated
+            # block; remember the exact state to land on after the exiting instruction.
+            self._resume = (v.uc.context_save(), next_rip)
+        v.uc.emu_stop()
+
+    def _describe_error(self, v: Vcpu, error: UcError) -> str:
+        rip = v.uc.reg_read(X.UC_X86_REG_RIP)
+        return f"{error} at RIP {rip:#x}"
+
+    # -- exits -------------------------------------------------------------------------
+
+    def _exit(self, v: Vcpu, code: ExitCode, rip: int, length: int, snap: tuple[int, ...],
+              aux1: int = 0, aux2: int = 0) -> int:
+        """The hardware takes a VM exit: log it, fill the VMCS / VMCB, decide whether to stop."""
+        self.time += TIME_PER_EXIT
+        seq = self.exits.append(v.index, self.time, code.reason, rip, length, code.info1, code.info2,
+                                aux1, aux2)
+        self.hw.record_exit(v.index, code, rip, length, lambda: self._guest_state(v, snap))
+        return seq
+
+    def _after_exit(self, v: Vcpu, seq: int, next_rip: int | None) -> None:
+        """Stop after a handled exit when the debugger asked for it."""
+        if self._pending is not None:
+            return
+        if self._stop_on_exit:
+            self._request_stop(v, Stop(StopReason.EXIT, exit_seq=seq), next_rip)
+        elif self._max_exits is not None and len(self.exits) >= self._max_exits:
+            self._request_stop(v, Stop(StopReason.MAX_EXITS, exit_seq=seq,
+                                       message=f"stopped after {len(self.exits)} exits"), next_rip)
+        elif self.exit_breaks:
+            event = self.exits[seq]
+            if any(match(event) for match in self.exit_breaks):
+                self._request_stop(v, Stop(StopReason.EXIT, exit_seq=seq), next_rip)
+
+    def tsc(self) -> int:
+        """Virtual time as the guest's time-stamp counter sees it."""
+        return self.time
+
+    # -- guest state -------------------------------------------------------------------
+
+    def _segment_info(self, v: Vcpu, selector: int, cr0: int) -> tuple[int, int, int]:
+        """(base, limit, attributes) of a selector; attributes in the VMX access-rights layout."""
+        efer = self.msrs[v.index].efer
+        key = (selector, cr0 & CR0_PE, efer & EFER_LMA)
+        hit = self._segment_cache.get(key)
+        if hit is not None:
+            return hit
+        if not cr0 & CR0_PE:
+            info = (selector << 4, 0xFFFF, 0x93)
+        else:
+            gdt_base = v.uc.reg_read(X.UC_X86_REG_GDTR)[1]
+            raw = int.from_bytes(self._read_linear(v, gdt_base + (selector & ~7), 8, cr0), "little")
+            base = ((raw >> 16) & 0xFFFFFF) | ((raw >> 56) & 0xFF) << 24
+            limit = (raw & 0xFFFF) | ((raw >> 48) & 0xF) << 16
+            flags = (raw >> 52) & 0xF
+            if flags & 0x8:  # G: 4 KiB granularity
+                limit = (limit << 12) | 0xFFF
+            info = (base, limit, ((raw >> 40) & 0xFF) | flags << 12)
+        self._segment_cache[key] = info
+        return info
+
+    def _code_bits(self, v: Vcpu, snap: tuple[int, ...]) -> tuple[int, int]:
+        """(CS base, operand bits 16/32/64) of the code the vCPU is executing."""
+        cr0 = snap[_I["cr0"]]
+        base, _limit, attrs = self._segment_info(v, snap[_I["cs"]], cr0)
+        if not cr0 & CR0_PE:
+            return base, 16
+        if self.msrs[v.index].efer & EFER_LMA and attrs & (1 << 13):
+            return 0, 64
+        return base, 32 if attrs & (1 << 14) else 16
+
+    def _read_linear(self, v: Vcpu, linear: int, size: int, cr0: int | None = None) -> bytes:
+        if cr0 is None:
+            cr0 = v.uc.reg_read(X.UC_X86_REG_CR0)
+        if not cr0 & (1 << 31):
+            return self.mem.read(linear & 0xFFFF_FFFF if not self.msrs[v.index].efer & EFER_LMA else linear, size)
+        return self.read_gva(linear, size, v.index)
+
+    def _guest_state(self, v: Vcpu, snap: tuple[int, ...]) -> GuestState:
+        regs = {name: snap[i] for name, i in _I.items()}
+        regs["efer"] = self.msrs[v.index].efer
+        cr0 = regs["cr0"]
+        segments = {}
+        for seg in ("es", "cs", "ss", "ds", "fs", "gs"):
+            base, limit, attrs = self._segment_info(v, snap[_I[seg]], cr0)
+            if seg in ("fs", "gs") and regs["efer"] & EFER_LMA:
+                base = regs[f"{seg}_base"]
+            if seg == "cs" and not cr0 & CR0_PE:
+                attrs = 0x9B
+            segments[seg] = SegmentState(snap[_I[seg]], base, limit, attrs)
+        segments["ldtr"] = SegmentState(0, 0, 0xFFFF, 0x82)
+        segments["tr"] = SegmentState(0, 0, 0xFFFF, 0x8B)
+        gdtr = v.uc.reg_read(X.UC_X86_REG_GDTR)
+        idtr = v.uc.reg_read(X.UC_X86_REG_IDTR)
+        activity = 1 if self.stop is not None and self.stop.reason == StopReason.HALT else 0
+        return GuestState(regs, segments, (gdtr[1], gdtr[2]), (idtr[1], idtr[2]), activity)
+
+    # -- code pages: finding the instructions that must exit --------------------------
+
+    def _on_fetch_prot(self, uc, access, address, size, value, v) -> bool:  # noqa: ANN001
+        self._fetch_fault = address
+        return False
+
+    def _scan_code_page(self, v: Vcpu, linear: int) -> None:
+        """First fetch from a page: hook its sensitive instructions, then let it execute."""
+        page = linear & ~(PAGE_SIZE - 1)
+        cr0 = v.uc.reg_read(X.UC_X86_REG_CR0)
+        gpa = page
+        if cr0 & (1 << 31):
+            w = self.translate(page, v.index)
+            if w.gpa is None:
+                raise EngineError(f"fetch from unmapped guest-virtual page {page:#x}")
+            gpa = w.gpa & ~(PAGE_SIZE - 1)
+        if page not in self._scanned:
+            self._scanned.add(page)
+            for off in scan(self.mem.read(gpa, PAGE_SIZE)):
+                for u in self.vcpus:
+                    u.uc.hook_add(UC_HOOK_CODE, self._on_site, u, page + off, page + off)
+        for u in self.vcpus:
+            u.uc.mem_protect(gpa, PAGE_SIZE, UC_PROT_ALL)
+
+    def _insn_at(self, v: Vcpu, linear: int, bits: int, cr0: int) -> Insn | None:
+        key = (linear, bits)
+        try:
+            return self._sites[key]
+        except KeyError:
+            insn = decode(self._read_linear(v, linear, 16, cr0), bits)
+            self._sites[key] = insn
+            return insn
+
+    # -- I/O instructions ----------------------------------------------------------------
+
+    def _on_in(self, uc, port, size, v) -> int:  # noqa: ANN001
+        return self._io(v, port, size, True, 0)
+
+    def _on_out(self, uc, port, size, value, v) -> None:  # noqa: ANN001
+        self._io(v, port, size, False, value)
+
+    def _io(self, v: Vcpu, port: int, size: int, is_in: bool, value: int) -> int:
+        if self._pending is not None and self._pending.final:
+            return (1 << (8 * size)) - 1  # the run has ended; the rest of the block is inert
+        snap = v.snapshot()
+        rip = snap[_I["rip"]]
+        cs_base, bits = self._code_bits(v, snap)
+        linear = cs_base + rip
+        insn = self._insn_at(v, linear, bits, snap[_I["cr0"]])
+        if insn is None or insn.kind not in (Kind.IN, Kind.OUT, Kind.INS, Kind.OUTS):
+            insn = Insn(Kind.IN if is_in else Kind.OUT, 1, size)
+        seq = None
+        exits = self.hw.io_exits(port, size)
+        if insn.string:
+            rcx = snap[_I["rcx"]] & _MASK[insn.address_size]
+            folded = self._string_io
+            if folded is not None and folded[0] == linear and folded[2] == rcx:
+                # Unicorn calls the hook once per element; hardware exits once per
+                # instruction and the VMM completes the string: fold the elements.
+                self.exits.update_aux(folded[1], aux2=self.exits.aux2[folded[1]] + 1)
+                self._string_io = (linear, folded[1], rcx - 1) if insn.rep and rcx > 1 else None
+                return self.vmm.port_in(port, size) if is_in else self.vmm.port_out(port, size, value) or 0
+        next_rip = rip + insn.length
+        if exits:
+            code = self.hw.io_exit(insn, port, size, is_in, next_rip)
+            seq = self._exit(v, code, rip, insn.length, snap, aux1=value, aux2=1)
+            if insn.string:
+                rcx = snap[_I["rcx"]] & _MASK[insn.address_size]
+                self._string_io = (linear, seq, rcx - 1) if insn.rep and rcx > 1 else None
+        if is_in:
+            value = self.vmm.port_in(port, size)
+            if seq is not None:
+                self.exits.update_aux(seq, aux1=value)
+        else:
+            self.vmm.port_out(port, size, value)
+        if seq is not None:
+            string_done = not (insn.string and insn.rep and self._string_io is not None)
+            self._after_exit(v, seq, next_rip if string_done else rip)
+        if self._pending is not None and self._pending.final and self._resume is None:
+            self._request_stop(v, self._pending, next_rip)
+        return value
+
+    def _on_cpuid(self, uc, v) -> int:  # noqa: ANN001
+        if self._pending is not None and self._pending.final:
+            return 1
+        snap = v.snapshot()
+        rip = snap[_I["rip"]]
+        leaf, subleaf = snap[_I["rax"]] & 0xFFFF_FFFF, snap[_I["rcx"]] & 0xFFFF_FFFF
+        seq = None
+        if self.hw.instruction_exits("cpuid"):
+            seq = self._exit(v, self.hw.simple_exit("cpuid"), rip, 2, snap, aux1=leaf, aux2=subleaf)
+        eax, ebx, ecx, edx = self.vmm.cpuid(v.index, leaf, subleaf)
+        uc.reg_write(X.UC_X86_REG_RAX, eax)
+        uc.reg_write(X.UC_X86_REG_RBX, ebx)
+        uc.reg_write(X.UC_X86_REG_RCX, ecx)
+        uc.reg_write(X.UC_X86_REG_RDX, edx)
+        if seq is not None:
+            self._after_exit(v, seq, rip + 2)
+        return 1  # skip the instruction: the VMM answered it
+
+    # -- code-hooked instructions -----------------------------------------------------
+
+    def _on_site(self, uc, address, size, v) -> None:  # noqa: ANN001
+        if self._skip_once == (v.index, address):
+            self._skip_once = None
+            return
+        if self._pending is not None and self._pending.final:
+            return
+        snap = v.snapshot()
+        cs_base, bits = self._code_bits(v, snap)
+        insn = self._insn_at(v, address, bits, snap[_I["cr0"]])
+        if insn is None:
+            return
+        handler = self._site_handlers.get(insn.kind)
+        if handler is not None:
+            handler(self, v, insn, snap)
+
+    def _skip(self, v: Vcpu, rip: int, insn: Insn) -> int:
+        """Complete an emulated instruction: RIP past it."""
+        next_rip = rip + insn.length
+        v.uc.reg_write(X.UC_X86_REG_RIP, next_rip)
+        return next_rip
+
+    def _site_hlt(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        rip = snap[_I["rip"]]
+        seq = None
+        if self.hw.instruction_exits("hlt"):
+            seq = self._exit(v, self.hw.simple_exit("hlt"), rip, insn.length, snap)
+        next_rip = self._skip(v, rip, insn)
+        if snap[_I["rflags"]] & _FLAGS_IF:
+            stop = Stop(StopReason.HALT, status=0, exit_seq=seq,
+                        message="halted with interrupts enabled and no interrupt source")
+        else:
+            stop = Stop(StopReason.HALT, status=0, exit_seq=seq, message="halted with interrupts disabled")
+        self._pending = None if self._pending and not self._pending.final else self._pending
+        self._request_stop(v, stop)
+        del next_rip
+
+    def _site_rdtsc(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        rip = snap[_I["rip"]]
+        self.time += 1
+        tsc = (self.time + self.msrs[v.index].tsc_offset) & 0xFFFF_FFFF_FFFF_FFFF
+        seq = None
+        if self.hw.instruction_exits("rdtsc"):
+            seq = self._exit(v, self.hw.simple_exit("rdtsc"), rip, insn.length, snap, aux1=tsc)
+        v.uc.reg_write(X.UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
+        v.uc.reg_write(X.UC_X86_REG_RDX, tsc >> 32)
+        next_rip = self._skip(v, rip, insn)
+        if seq is not None:
+            self._after_exit(v, seq, None)
+        del next_rip
+
+    def _site_msr(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        rip = snap[_I["rip"]]
+        index = snap[_I["rcx"]] & 0xFFFF_FFFF
+        write = insn.kind == Kind.WRMSR
+        value = ((snap[_I["rdx"]] & 0xFFFF_FFFF) << 32) | (snap[_I["rax"]] & 0xFFFF_FFFF)
+        msrs = self.msrs[v.index]
+        seq = None
+        if not write:
+            read = msrs.read(index)
+            value = 0 if read is None else read
+        if self.hw.msr_exits(index, write):
+            seq = self._exit(v, self.hw.msr_exit(write), rip, insn.length, snap, aux1=index, aux2=value)
+        ok = msrs.write(index, value) if write else msrs.read(index) is not None
+        if not ok:
+            self._guest_exception(v, 13, 0, rip)
+            return
+        if not write:
+            v.uc.reg_write(X.UC_X86_REG_RAX, value & 0xFFFF_FFFF)
+            v.uc.reg_write(X.UC_X86_REG_RDX, value >> 32)
+        elif index == 0xC000_0080:
+            self._segment_cache.clear()
+        self._skip(v, rip, insn)
+        if seq is not None:
+            self._after_exit(v, seq, None)
+
+    def _site_cr(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        """MOV to/from CR, CLTS, LMSW: the exit is observed, then the instruction runs."""
+        rip = snap[_I["rip"]]
+        cr = insn.cr
+        write = insn.kind != Kind.MOV_FROM_CR
+        gpr_name = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+                    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")[insn.gpr]
+        if insn.kind == Kind.MOV_TO_CR:
+            value = snap[_I[gpr_name]]
+        elif insn.kind == Kind.CLTS:
+            value = snap[_I["cr0"]] & ~(1 << 3)
+        elif insn.kind == Kind.LMSW:
+            value = (snap[_I["cr0"]] & ~0xF) | (snap[_I[gpr_name]] & 0xF)
+        else:
+            value = snap[_I.get(f"cr{cr}", _I["cr0"])] if cr in (0, 2, 3, 4) else 0
+        exits = self.hw.cr_write_exits(v.index, cr, value) if write else self.hw.cr_read_exits(cr)
+        if write and cr in (0, 4):
+            self._segment_cache.clear()
+            if hasattr(self.hw, "set_read_shadows") and exits:
+                cr0 = value if cr == 0 else snap[_I["cr0"]]
+                cr4 = value if cr == 4 else snap[_I["cr4"]]
+                self.hw.set_read_shadows(v.index, cr0, cr4)  # type: ignore[attr-defined]
+        if write and cr == 0:
+            self._track_long_mode(v, value)
+        if not exits:
+            return
+        seq = self._exit(v, self.hw.cr_exit(cr, write, insn.gpr), rip, insn.length, snap, aux1=value)
+        self._after_exit(v, seq, None)
+        if self._pending is not None:
+            # The stop lands before the instruction: let it run when the guest resumes.
+            self._skip_once = (v.index, rip + self._code_bits(v, snap)[0])
+
+    def _track_long_mode(self, v: Vcpu, cr0: int) -> None:
+        """EFER.LMA follows CR0.PG when EFER.LME is set (SDM "IA-32e Mode Operation")."""
+        msrs = self.msrs[v.index]
+        if msrs.efer & (1 << 8):
+            msrs.efer = (msrs.efer | EFER_LMA) if cr0 & (1 << 31) else (msrs.efer & ~EFER_LMA)
+
+    def _site_invlpg(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        rip = snap[_I["rip"]]
+        if not self.hw.instruction_exits("invlpg"):
+            return
+        linear = self._invlpg_operand(v, snap)
+        seq = self._exit(v, self.hw.invlpg_exit(linear), rip, insn.length, snap)
+        self._after_exit(v, seq, None)
+        if self._pending is not None:
+            self._skip_once = (v.index, rip + self._code_bits(v, snap)[0])
+
+    def _invlpg_operand(self, v: Vcpu, snap: tuple[int, ...]) -> int:
+        """The linear address INVLPG names (Capstone decodes its memory operand)."""
+        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+        from capstone.x86 import X86_OP_MEM
+
+        cs_base, bits = self._code_bits(v, snap)
+        mode = {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}[bits]
+        md = Cs(CS_ARCH_X86, mode)
+        md.detail = True
+        code = self._read_linear(v, cs_base + snap[_I["rip"]], 15, snap[_I["cr0"]])
+        for ins in md.disasm(code, snap[_I["rip"]], count=1):
+            for op in ins.operands:
+                if op.type == X86_OP_MEM:
+                    regs = self.registers(v.index)
+                    addr = op.mem.disp
+                    for reg, scale in ((op.mem.base, 1), (op.mem.index, op.mem.scale)):
+                        if reg:
+                            addr += regs.get(ins.reg_name(reg), 0) * scale
+                    return addr & _MASK[bits]
+        return 0
+
+    def _site_hypercall(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        mine = Kind.VMCALL if self.vendor == "intel" else Kind.VMMCALL
+        if insn.kind != mine or not self.hw.instruction_exits("hypercall"):
+            return  # runs natively: #UD, as on hardware
+        rip = snap[_I["rip"]]
+        function = snap[_I["rax"]]
+        _base, bits = self._code_bits(v, snap)
+        mask = _MASK[bits]
+        seq = self._exit(v, self.hw.simple_exit("hypercall"), rip, insn.length, snap, aux1=function & mask)
+        result = self.vmm.hypercall(function & mask, snap[_I["rbx"]] & mask, snap[_I["rcx"]] & mask, self.tsc())
+        value = result.value & mask
+        self.exits.update_aux(seq, aux2=value)
+        if bits == 64:
+            v.uc.reg_write(X.UC_X86_REG_RAX, value)
+        else:
+            v.uc.reg_write(X.UC_X86_REG_RAX, (snap[_I["rax"]] & ~0xFFFF_FFFF) | (result.value & 0xFFFF_FFFF))
+            if function & mask == 2:
+                v.uc.reg_write(X.UC_X86_REG_RDX, (result.value >> 32) & 0xFFFF_FFFF)
+        self._skip(v, rip, insn)
+        if result.exit_status is not None:
+            self._request_stop(v, Stop(StopReason.HYPERCALL_EXIT, status=result.exit_status, exit_seq=seq,
+                                       message=f"the guest ended the run by hypercall with status {result.exit_status}"))
+            return
+        self._after_exit(v, seq, None)
+
+    _site_handlers: dict[Kind, Callable[..., None]] = {
+        Kind.HLT: _site_hlt, Kind.RDTSC: _site_rdtsc, Kind.RDMSR: _site_msr, Kind.WRMSR: _site_msr,
+        Kind.MOV_TO_CR: _site_cr, Kind.MOV_FROM_CR: _site_cr, Kind.CLTS: _site_cr, Kind.LMSW: _site_cr,
+        Kind.INVLPG: _site_invlpg, Kind.VMCALL: _site_hypercall, Kind.VMMCALL: _site_hypercall,
+    }
+
+    # -- memory: first touch of RAM, MMIO --------------------------------------------------
+
+    def _on_unmapped(self, uc, access, address, size, value, v) -> bool:  # noqa: ANN001
+        gpa = address
+        read, write, fetch = (access not in (UC_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_UNMAPPED),
+                              access == UC_MEM_WRITE_UNMAPPED, access == UC_MEM_FETCH_UNMAPPED)
+        if self.mem.is_ram(gpa):
+            snap = v.snapshot()
+            seq = self._exit(v, self.hw.slat_exit(gpa, address, read=read, write=write, fetch=fetch,
+                                                  present=(False, False, False)),
+                             snap[_I["rip"]], 0, snap, aux1=address)
+            self.mem.back(gpa)
+            self._after_exit(v, seq, None)
+            return True
+        page = gpa & ~(PAGE_SIZE - 1)
+        if fetch:
+            self._pending = Stop(StopReason.ERROR, message=f"instruction fetch from {gpa:#x}, which is not RAM")
+            return False
+        if page not in self._mmio_pages:
+            # Unknown MMIO: nothing answers there. Map a trap page so every access
+            # to it is an exit that reads all ones and drops writes.
+            self._mmio_pages.add(page)
+            for u in self.vcpus:
+                u.uc.mmio_map(page, PAGE_SIZE, self._mmio_reader(page, None), None,
+                              self._mmio_writer(page, None), None)
+        return True
+
+    def _mmio_reader(self, base: int, device: Any) -> Callable[..., int]:
+        def read(uc, offset, size, v_unused) -> int:  # noqa: ANN001
+            v = self._vcpu_of(uc)
+            value = device.read(offset, size) if device is not None else (1 << (8 * size)) - 1
+            self._mmio_exit(v, base + offset, read=True, value=value)
+            return value
+        return read
+
+    def _mmio_writer(self, base: int, device: Any) -> Callable[..., None]:
+        def write(uc, offset, size, value, v_unused) -> None:  # noqa: ANN001
+            v = self._vcpu_of(uc)
+            self._mmio_exit(v, base + offset, read=False, value=value)
+            if device is not None:
+                device.write(offset, size, value)
+        return write
+
+    def _mmio_exit(self, v: Vcpu, gpa: int, read: bool, value: int) -> None:
+        snap = v.snapshot()
+        code = self.hw.slat_exit(gpa, gpa, read=read, write=not read, fetch=False, present=(False, False, False))
+        seq = self._exit(v, code, snap[_I["rip"]], 0, snap, aux1=value)
+        self._after_exit(v, seq, None)
+
+    def _vcpu_of(self, uc: Any) -> Vcpu:
+        for v in self.vcpus:
+            if v.uc is uc or v.uc._uch.value == getattr(uc, "value", None):
+                return v
+        return self.vcpus[0]
+
+    # -- exceptions --------------------------------------------------------------------
+
+    def _on_interrupt(self, uc, intno, v) -> None:  # noqa: ANN001
+        rip = uc.reg_read(X.UC_X86_REG_RIP)
+        self._guest_exception(v, intno, None, rip)
+
+    def _guest_exception(self, v: Vcpu, vector: int, error_code: int | None, rip: int) -> None:
+        snap = v.snapshot()
+        seq = None
+        if self.hw.exception_exits(vector, error_code or 0):
+            code = self.hw.exception_exit(vector, error_code, snap[_I["cr2"]])
+            seq = self._exit(v, code, rip, 0, snap, aux1=error_code or 0)
+        self._request_stop(v, Stop(
+            StopReason.ERROR, exit_seq=seq,
+            message=f"guest exception vector {vector} at RIP {rip:#x}: delivery of exceptions to the "
+                    "guest's own handlers is not built yet"))
+
+    # -- devices ------------------------------------------------------------------------
+
+    def _console(self, data: bytes) -> None:
+        self.serial += data
+        for listener in self._serial_listeners:
+            listener(data)
+
+    def _debug_exit(self, value: int) -> None:
+        v = self.vcpus[0]
+        self._pending = Stop(StopReason.DEBUG_EXIT, status=value,
+                             message=f"the guest wrote {value:#x} to the debug-exit port")
+        v.uc.emu_stop()
