@@ -9,6 +9,7 @@ from .addresses import LARGE_PAGE_SIZE, PAGE_SIZE
 from .errors import ConfigError
 
 DEFAULT_MEM = 64 << 20
+MAX_RAM = 3 << 30  # RAM stays below 0xC0000000, clear of the APIC and other MMIO
 VENDORS = ("intel", "amd")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
@@ -39,3 +40,5 @@ class MachineConfig:
             raise ConfigError("one vCPU for now: SMP comes with the scheduler")
         if self.page_size not in (PAGE_SIZE, LARGE_PAGE_SIZE):
             raise ConfigError("--page-size is 4K or 2M")
+        if not LARGE_PAGE_SIZE <= self.mem_size <= MAX_RAM or self.mem_size % LARGE_PAGE_SIZE:
+            raise ConfigError(f"guest memory must be a multiple of 2 MiB from 2M to {MAX_RAM >> 20}M")

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .addresses import LARGE_PAGE_SIZE, PAGE_SIZE
+from .config import MAX_RAM
 from .errors import ConfigError
 from .hostmem import HostMemory
 from .slat import SecondLevelTables
 
 LEGACY_HOLE = (0xA_0000, 0x10_0000)
-MAX_RAM = 3 << 30  # RAM stays below 0xC0000000, clear of the APIC and other MMIO
 
 #: on_map(gpa, size, hpa): a new guest-physical range is now backed by host memory.
 MapListener = Callable[[int, int, int], None]

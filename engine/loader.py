@@ -105,6 +105,8 @@ def _load_elf(machine: Machine, p: Path, data: bytes) -> tuple[str, int]:
             raise ImageError(f"{p}: ELF for {elf['e_machine']}, not x86")
         segments = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
         loads = [(s["p_paddr"], s.data(), s["p_memsz"]) for s in segments]
+        if any(len(body) > memsz for _paddr, body, memsz in loads):
+            raise ImageError(f"{p}: damaged ELF file (a segment's file size exceeds its memory size)")
         entry = elf["e_entry"]
         is64 = elf.elfclass == 64
     except ELFError as e:

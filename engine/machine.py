@@ -20,12 +20,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
 from unicorn import (
-    UC_ERR_FETCH_PROT, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,
+    UC_ERR_FETCH_PROT, UC_ERR_INSN_INVALID, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_UNMAPPED, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_UNMAPPED, UC_PROT_ALL, UC_PROT_READ,
     UC_PROT_WRITE, UcError,
 )
@@ -194,7 +194,7 @@ class Machine:
         """Run until the guest ends, `max_exits` exits in all, `timeout` seconds, or pause()."""
         self._max_exits = max_exits
         try:
-            return self._run(counted=max_exits is not None, timeout=timeout)
+            return self._run(counted=max_exits is not None or bool(self.exit_breaks), timeout=timeout)
         finally:
             self._max_exits = None
 
@@ -286,6 +286,10 @@ class Machine:
                     self._scan_code_page(v, self._fetch_fault)
                     self._fetch_fault = None
                     continue
+                if error.errno == UC_ERR_INSN_INVALID and self._pending is None:
+                    # Unicorn reports invalid opcodes (UD2, a VMCALL of the wrong
+                    # vendor) here, never through the interrupt hook: that is #UD.
+                    self._guest_exception(v, 6, None, v.uc.reg_read(X.UC_X86_REG_RIP))
                 if self._pending is None:
                     self._pending = Stop(StopReason.ERROR, message=self._describe_error(v, error))
             if self._pending is not None:
@@ -316,7 +320,9 @@ class Machine:
         self._pending = stop
         if next_rip is not None and not self._counted:
             # Outside counted mode Unicorn stops only at the end of the translated
-            # block; remember the exact state to land on after the exiting instruction.
+            # block. Only a final stop can happen there (every other stop runs
+            # counted): remember the registers to land on after the exiting instruction.
+            assert stop.final, "a non-final stop outside counted mode"
             self._resume = (v.uc.context_save(), next_rip)
         v.uc.emu_stop()
 
@@ -490,8 +496,11 @@ class Machine:
         if seq is not None:
             string_done = not (insn.string and insn.rep and self._string_io is not None)
             self._after_exit(v, seq, next_rip if string_done else rip)
-        if self._pending is not None and self._pending.final and self._resume is None:
-            self._request_stop(v, self._pending, next_rip)
+        pending = self._pending
+        if pending is not None and pending.final and self._resume is None:
+            # A device ended the run (the debug-exit port): name the exit that did it.
+            self._pending = None
+            self._request_stop(v, replace(pending, exit_seq=seq), next_rip)
         return value
 
     def _on_cpuid(self, uc, v) -> int:  # noqa: ANN001
@@ -665,7 +674,7 @@ class Machine:
         rip = snap[_I["rip"]]
         function = snap[_I["rax"]]
         _base, bits = self._code_bits(v, snap)
-        mask = _MASK[bits]
+        mask = _MASK[64] if bits == 64 else _MASK[32]  # the ABI uses EAX.. in 16- and 32-bit code
         seq = self._exit(v, self.hw.simple_exit("hypercall"), rip, insn.length, snap, aux1=function & mask)
         result = self.vmm.hypercall(function & mask, snap[_I["rbx"]] & mask, snap[_I["rcx"]] & mask, self.tsc())
         value = result.value & mask
@@ -748,6 +757,8 @@ class Machine:
 
     def _on_interrupt(self, uc, intno, v) -> None:  # noqa: ANN001
         rip = uc.reg_read(X.UC_X86_REG_RIP)
+        if intno == 3:
+            rip -= 1  # Unicorn reports INT3 with RIP past it; the exit names the instruction
         self._guest_exception(v, intno, None, rip)
 
     def _guest_exception(self, v: Vcpu, vector: int, error_code: int | None, rip: int) -> None:
