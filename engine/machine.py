@@ -72,6 +72,7 @@ class StopReason(str, Enum):
     MAX_EXITS = "max-exits"
     TIMEOUT = "timeout"
     EXIT = "exit"  # run_to_exit or a break on an exit
+    BREAKPOINT = "breakpoint"
     STEP = "step"
     PAUSE = "pause"
     ERROR = "error"
@@ -152,6 +153,7 @@ class Machine:
         self._lock = threading.Lock()
         self._running: Vcpu | None = None
         self.exit_breaks: list[Callable[[ExitEvent], bool]] = []
+        self._breakpoints: dict[int, list[int]] = {}
         for v in self.vcpus:
             self._install_hooks(v)
         for base, size, dev in ((APIC_BASE, APIC_SIZE, self.lapics[0]),):
@@ -219,6 +221,45 @@ class Machine:
         if running is not None:
             running.uc.emu_stop()
 
+    def add_breakpoint(self, linear: int) -> None:
+        """Stop before the instruction at linear address `linear` (CS base + IP in real mode)."""
+        if linear in self._breakpoints:
+            return
+        hooks = []
+        for v in self.vcpus:
+            hooks.append(v.uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, v, linear, linear))
+            v.uc.ctl_remove_cache(linear, linear + 1)  # translated code has hooks compiled in
+        self._breakpoints[linear] = hooks
+
+    def remove_breakpoint(self, linear: int) -> bool:
+        """Delete the breakpoint at `linear`; False if there was none."""
+        hooks = self._breakpoints.pop(linear, None)
+        if hooks is None:
+            return False
+        for v, h in zip(self.vcpus, hooks):
+            v.uc.hook_del(h)
+            v.uc.ctl_remove_cache(linear, linear + 1)
+        return True
+
+    @property
+    def breakpoints(self) -> list[int]:
+        """Linear addresses with a breakpoint, in order."""
+        return sorted(self._breakpoints)
+
+    def send_serial(self, data: bytes) -> None:
+        """Type `data` into the console UART for the guest to read."""
+        self.uart.feed(data)
+
+    def code_bits(self, vcpu: int = 0) -> tuple[int, int]:
+        """(CS base, 16/32/64) of the code vCPU `vcpu` executes: what a disassembler needs."""
+        v = self.vcpus[vcpu]
+        return self._code_bits(v, v.snapshot())
+
+    def guest_state(self, vcpu: int = 0) -> GuestState:
+        """Registers with the hidden segment state (base, limit, attributes), GDTR, IDTR."""
+        v = self.vcpus[vcpu]
+        return self._guest_state(v, v.snapshot())
+
     def registers(self, vcpu: int = 0) -> dict[str, int]:
         """The vCPU's registers by name (rip, rflags, rax..r15, segments, crN, efer)."""
         v = self.vcpus[vcpu]
@@ -258,6 +299,21 @@ class Machine:
         if self.stop is not None:
             return self.stop
         v = self.vcpus[0]
+        here = self._code_bits(v, v.snapshot())[0] + v.uc.reg_read(X.UC_X86_REG_RIP)
+        if here in self._breakpoints:
+            # Resuming from a breakpoint: step its instruction with the breakpoint out
+            # of the way, then put it back.
+            self.remove_breakpoint(here)
+            try:
+                stop = self._execute(v, True, None, 1)
+            finally:
+                self.add_breakpoint(here)
+            if count or stop.reason != StopReason.STEP:
+                return stop
+        return self._execute(v, counted, timeout, count)
+
+    def _execute(self, v: Vcpu, counted: bool, timeout: float | None, count: int) -> Stop:
+        """The run loop of vCPU `v`: emu_start slices until something stops it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._counted = counted
         while True:
@@ -524,10 +580,12 @@ class Machine:
     # -- code-hooked instructions -----------------------------------------------------
 
     def _on_site(self, uc, address, size, v) -> None:  # noqa: ANN001
+        # Hooks at one address run in an order Unicorn chooses: a breakpoint
+        # there must win whichever runs first.
+        if self._on_breakpoint(uc, address, size, v) or self._pending is not None:
+            return
         if self._skip_once == (v.index, address):
             self._skip_once = None
-            return
-        if self._pending is not None and self._pending.final:
             return
         snap = v.snapshot()
         cs_base, bits = self._code_bits(v, snap)
@@ -537,6 +595,14 @@ class Machine:
         handler = self._site_handlers.get(insn.kind)
         if handler is not None:
             handler(self, v, insn, snap)
+
+    def _on_breakpoint(self, uc, address, size, v) -> bool:  # noqa: ANN001
+        """Stop before the instruction at a breakpoint (also called from site hooks)."""
+        if address not in self._breakpoints or self._pending is not None:
+            return False
+        self._pending = Stop(StopReason.BREAKPOINT, message=f"breakpoint at {address:#x}")
+        uc.emu_stop()  # a stop requested in a code hook lands before the instruction
+        return True
 
     def _skip(self, v: Vcpu, rip: int, insn: Insn) -> int:
         """Complete an emulated instruction: RIP past it."""

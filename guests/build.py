@@ -49,6 +49,10 @@ GUESTS = (
     Guest("memory.img", "memory.S", "raw"),
     Guest("hello32.elf", "hello32.S", "elf32"),
     Guest("hello64.elf", "hello64.S", "elf64"),
+    # Benchmark guests (bench/): one sector each, the loop count at offset 0x1F8.
+    Guest("bench_loop.img", "bench_loop.S", "raw"),
+    Guest("bench_out.img", "bench_out.S", "raw"),
+    Guest("bench_cpuid.img", "bench_cpuid.S", "raw"),
 )
 
 # Assembler flags per kind (raw images mix 16-, 32- and 64-bit code in one
