@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
 #: decode(reason, info1, info2, aux1, aux2) -> (name, decoded qualification)
 Decoder = Callable[[int, int, int, int, int], tuple[str, dict[str, Any]]]
 
@@ -49,61 +50,95 @@ class ExitEvent:
 
 
 class ExitLog:
-    """Append-only columns of exits; rows are numbered from 0 (the `seq`)."""
+    """Append-only columns of exits; rows are numbered from 0 (the `seq`).
+
+    Appends go to a list of row tuples first (the exit path pays ~0.2 us) and move
+    into the typed columns in batches, or whenever anything reads the log.
+    """
 
     COLUMNS = ("vcpu", "time", "reason", "rip", "length", "info1", "info2", "aux1", "aux2")
+    _BATCH = 4096
 
     def __init__(self, decoder: Decoder) -> None:
         self._decode = decoder
-        self.vcpu = array("H")
-        self.time = array("Q")
-        self.reason = array("Q")
-        self.rip = array("Q")
-        self.length = array("B")
-        self.info1 = array("Q")
-        self.info2 = array("Q")
-        self.aux1 = array("Q")
-        self.aux2 = array("Q")
+        self._cols = {
+            "vcpu": array("H"), "time": array("Q"), "reason": array("Q"), "rip": array("Q"),
+            "length": array("B"), "info1": array("Q"), "info2": array("Q"), "aux1": array("Q"),
+            "aux2": array("Q"),
+        }
+        self._order = [self._cols[c] for c in self.COLUMNS]
+        self._pending: list[tuple[int, ...]] = []
+        self._flushed = 0
         self._listeners: list[Callable[[int], None]] = []
 
     def append(self, vcpu: int, time: int, reason: int, rip: int, length: int,
                info1: int, info2: int, aux1: int = 0, aux2: int = 0) -> int:
-        """Store one exit; returns its seq."""
-        seq = len(self.reason)
-        self.vcpu.append(vcpu)
-        self.time.append(time)
-        self.reason.append(reason)
-        self.rip.append(rip)
-        self.length.append(length)
-        self.info1.append(info1 & 0xFFFF_FFFF_FFFF_FFFF)
-        self.info2.append(info2 & 0xFFFF_FFFF_FFFF_FFFF)
-        self.aux1.append(aux1 & 0xFFFF_FFFF_FFFF_FFFF)
-        self.aux2.append(aux2 & 0xFFFF_FFFF_FFFF_FFFF)
+        """Store one exit; returns its seq. Values are unsigned 64-bit."""
+        pending = self._pending
+        seq = self._flushed + len(pending)
+        pending.append((vcpu, time, reason, rip, length, info1 & _U64, info2 & _U64, aux1 & _U64, aux2 & _U64))
+        if len(pending) >= self._BATCH:
+            self.flush()
         for listener in self._listeners:
             listener(seq)
         return seq
 
+    def flush(self) -> None:
+        """Move appended rows into the columns."""
+        pending = self._pending
+        if not pending:
+            return
+        for column, values in zip(self._order, zip(*pending)):
+            column.extend(values)
+        self._flushed += len(pending)
+        pending.clear()
+
+    def column(self, name: str) -> array:
+        """One column (an `array`), complete up to the last exit."""
+        self.flush()
+        return self._cols[name]
+
+    vcpu = property(lambda self: self.column("vcpu"))
+    time = property(lambda self: self.column("time"))
+    reason = property(lambda self: self.column("reason"))
+    rip = property(lambda self: self.column("rip"))
+    length = property(lambda self: self.column("length"))
+    info1 = property(lambda self: self.column("info1"))
+    info2 = property(lambda self: self.column("info2"))
+    aux1 = property(lambda self: self.column("aux1"))
+    aux2 = property(lambda self: self.column("aux2"))
+
     def update_aux(self, seq: int, aux1: int | None = None, aux2: int | None = None) -> None:
         """Complete an exit's operands after the VMM handled it (an IN's value, a REP count)."""
+        i = seq - self._flushed
+        if i >= 0:
+            row = self._pending[i]
+            self._pending[i] = row[:7] + (row[7] if aux1 is None else aux1 & _U64,
+                                          row[8] if aux2 is None else aux2 & _U64)
+            return
         if aux1 is not None:
-            self.aux1[seq] = aux1 & 0xFFFF_FFFF_FFFF_FFFF
+            self._cols["aux1"][seq] = aux1 & _U64
         if aux2 is not None:
-            self.aux2[seq] = aux2 & 0xFFFF_FFFF_FFFF_FFFF
+            self._cols["aux2"][seq] = aux2 & _U64
 
     def subscribe(self, listener: Callable[[int], None]) -> None:
         """Call `listener(seq)` for every exit appended from now on (it runs on the exit path)."""
         self._listeners.append(listener)
 
     def __len__(self) -> int:
-        return len(self.reason)
+        return self._flushed + len(self._pending)
 
     def __getitem__(self, seq: int) -> ExitEvent:
         if seq < 0:
             seq += len(self)
-        name, decoded = self._decode(self.reason[seq], self.info1[seq], self.info2[seq],
-                                     self.aux1[seq], self.aux2[seq])
-        return ExitEvent(seq, self.vcpu[seq], self.time[seq], self.reason[seq], name,
-                         self.rip[seq], self.length[seq], self.info1[seq], self.info2[seq], decoded)
+        if not 0 <= seq < len(self):
+            raise IndexError(f"no exit {seq}")
+        self.flush()
+        c = self._cols
+        name, decoded = self._decode(c["reason"][seq], c["info1"][seq], c["info2"][seq],
+                                     c["aux1"][seq], c["aux2"][seq])
+        return ExitEvent(seq, c["vcpu"][seq], c["time"][seq], c["reason"][seq], name,
+                         c["rip"][seq], c["length"][seq], c["info1"][seq], c["info2"][seq], decoded)
 
     def __iter__(self) -> Iterator[ExitEvent]:
         for seq in range(len(self)):
@@ -111,7 +146,11 @@ class ExitLog:
 
     def name(self, seq: int) -> str:
         """The exit's name without decoding its qualification."""
-        return self._decode(self.reason[seq], 0, 0, 0, 0)[0]
+        return self.reason_name(self.reason[seq])
+
+    def reason_name(self, reason: int) -> str:
+        """The name of an exit reason / exit code."""
+        return self._decode(reason, 0, 0, 0, 0)[0]
 
     def counts(self) -> Counter[str]:
         """How many exits of each name."""

@@ -68,11 +68,7 @@ class Insn:
     gpr: int = 0  # general register number (0 RAX ... 15 R15)
     segment: int = 3  # effective segment of a string I/O source (DS unless overridden)
     lock: bool = False
-
-    @property
-    def string(self) -> bool:
-        """INS or OUTS."""
-        return self.kind in (Kind.INS, Kind.OUTS)
+    string: bool = False  # INS or OUTS
 
 
 def decode(code: bytes, bits: int) -> Insn | None:
@@ -123,7 +119,7 @@ def decode(code: bytes, bits: int) -> Insn | None:
     if op in (0x6C, 0x6D, 0x6E, 0x6F):
         kind = Kind.INS if op < 0x6E else Kind.OUTS
         size = 1 if op in (0x6C, 0x6E) else opsize
-        return Insn(kind, i + 1, size, rep=rep, **common)
+        return Insn(kind, i + 1, size, rep=rep, string=True, **common)
     if op == 0xF4:
         return Insn(Kind.HLT, i + 1, **common)
     if op != 0x0F or i + 1 >= len(code):

@@ -18,6 +18,7 @@ requested inside a hook takes effect right after the instruction.
 from __future__ import annotations
 
 import threading
+from functools import partial
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -57,6 +58,7 @@ NEVER = (1 << 64) - 1  # an `until` address no guest reaches
 COUNTED_SLICE = 1_000_000  # instructions per emu_start in counted mode
 TIME_PER_EXIT = 1000  # virtual-time ticks an exit costs (see README, "Virtual time")
 _I = SNAP  # snapshot indices
+_CS, _CR0 = SNAP["cs"], SNAP["cr0"]
 _MASK = {16: 0xFFFF, 32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 _FLAGS_IF = 1 << 9
 _NOT_CODE_PROT = UC_PROT_READ | UC_PROT_WRITE  # RAM before its first fetch is scanned
@@ -148,7 +150,9 @@ class Machine:
         self._sites: dict[tuple[int, int], Insn | None] = {}
         self._scanned: set[int] = set()
         self._segment_cache: dict[tuple[int, int, int], tuple[int, int, int]] = {}
-        self._string_io: tuple[int, int, int] | None = None  # (linear, seq, next RCX) of a REP string I/O
+        self._string_fold: tuple[int, int, int] | None = None  # (linear, seq, next RCX) of a REP string I/O
+        self._io_sites: dict[tuple[int, ...], tuple[Insn, ExitCode | None]] = {}
+        self._watch_exits = False  # whether any exit may stop the run (see _after_exit)
         self._mmio_pages: set[int] = set()
         self._lock = threading.Lock()
         self._running: Vcpu | None = None
@@ -314,6 +318,14 @@ class Machine:
 
     def _execute(self, v: Vcpu, counted: bool, timeout: float | None, count: int) -> Stop:
         """The run loop of vCPU `v`: emu_start slices until something stops it."""
+        self._watch_exits = self._stop_on_exit or self._max_exits is not None or bool(self.exit_breaks)
+        try:
+            return self._slices(v, counted, timeout, count)
+        finally:
+            for u in self.vcpus:
+                self.hw.structure(u.index)  # the VMCS / VMCB as the last exit left it
+
+    def _slices(self, v: Vcpu, counted: bool, timeout: float | None, count: int) -> Stop:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._counted = counted
         while True:
@@ -390,11 +402,11 @@ class Machine:
 
     def _exit(self, v: Vcpu, code: ExitCode, rip: int, length: int, snap: tuple[int, ...],
               aux1: int = 0, aux2: int = 0) -> int:
-        """The hardware takes a VM exit: log it, fill the VMCS / VMCB, decide whether to stop."""
+        """The hardware takes a VM exit: log it and fill the VMCS / VMCB."""
         self.time += TIME_PER_EXIT
         seq = self.exits.append(v.index, self.time, code.reason, rip, length, code.info1, code.info2,
                                 aux1, aux2)
-        self.hw.record_exit(v.index, code, rip, length, lambda: self._guest_state(v, snap))
+        self.hw.record_exit(v.index, code, rip, length, partial(self._guest_state, v, snap))
         return seq
 
     def _after_exit(self, v: Vcpu, seq: int, next_rip: int | None) -> None:
@@ -519,44 +531,68 @@ class Machine:
         if self._pending is not None and self._pending.final:
             return (1 << (8 * size)) - 1  # the run has ended; the rest of the block is inert
         snap = v.snapshot()
-        rip = snap[_I["rip"]]
-        cs_base, bits = self._code_bits(v, snap)
-        linear = cs_base + rip
-        insn = self._insn_at(v, linear, bits, snap[_I["cr0"]])
-        if insn is None or insn.kind not in (Kind.IN, Kind.OUT, Kind.INS, Kind.OUTS):
-            insn = Insn(Kind.IN if is_in else Kind.OUT, 1, size)
-        seq = None
-        exits = self.hw.io_exits(port, size)
+        rip = snap[0]
+        key = (rip, snap[_CS], snap[_CR0] & CR0_PE, self.msrs[v.index].efer & EFER_LMA, port, size, is_in)
+        site = self._io_sites.get(key)
+        if site is None:
+            site = self._io_site(v, snap, port, size, is_in)
+            self._io_sites[key] = site
+        insn, code = site
         if insn.string:
-            rcx = snap[_I["rcx"]] & _MASK[insn.address_size]
-            folded = self._string_io
-            if folded is not None and folded[0] == linear and folded[2] == rcx:
-                # Unicorn calls the hook once per element; hardware exits once per
-                # instruction and the VMM completes the string: fold the elements.
-                self.exits.update_aux(folded[1], aux2=self.exits.aux2[folded[1]] + 1)
-                self._string_io = (linear, folded[1], rcx - 1) if insn.rep and rcx > 1 else None
-                return self.vmm.port_in(port, size) if is_in else self.vmm.port_out(port, size, value) or 0
-        next_rip = rip + insn.length
-        if exits:
-            code = self.hw.io_exit(insn, port, size, is_in, next_rip)
-            seq = self._exit(v, code, rip, insn.length, snap, aux1=value, aux2=1)
-            if insn.string:
-                rcx = snap[_I["rcx"]] & _MASK[insn.address_size]
-                self._string_io = (linear, seq, rcx - 1) if insn.rep and rcx > 1 else None
+            return self._string_io(v, snap, insn, code, port, size, is_in, value)
+        seq = None
+        if code is not None:
+            seq = self._exit(v, code, rip, insn.length, snap, value, 1)
         if is_in:
             value = self.vmm.port_in(port, size)
             if seq is not None:
                 self.exits.update_aux(seq, aux1=value)
         else:
             self.vmm.port_out(port, size, value)
-        if seq is not None:
-            string_done = not (insn.string and insn.rep and self._string_io is not None)
-            self._after_exit(v, seq, next_rip if string_done else rip)
+        if seq is not None and self._watch_exits:
+            self._after_exit(v, seq, rip + insn.length)
         pending = self._pending
         if pending is not None and pending.final and self._resume is None:
             # A device ended the run (the debug-exit port): name the exit that did it.
             self._pending = None
-            self._request_stop(v, replace(pending, exit_seq=seq), next_rip)
+            self._request_stop(v, replace(pending, exit_seq=seq), rip + insn.length)
+        return value
+
+    def _io_site(self, v: Vcpu, snap: tuple[int, ...], port: int, size: int, is_in: bool) -> tuple[Insn, ExitCode | None]:
+        """Decode an I/O instruction once, with the exit it makes (None: no exit)."""
+        cs_base, bits = self._code_bits(v, snap)
+        insn = self._insn_at(v, cs_base + snap[0], bits, snap[_CR0])
+        if insn is None or insn.kind not in (Kind.IN, Kind.OUT, Kind.INS, Kind.OUTS):
+            insn = Insn(Kind.IN if is_in else Kind.OUT, 1, size)
+        code = None
+        if self.hw.io_exits(port, size):
+            code = self.hw.io_exit(insn, port, size, is_in, snap[0] + insn.length)
+        return insn, code
+
+    def _string_io(self, v: Vcpu, snap: tuple[int, ...], insn: Insn, code: ExitCode | None, port: int, size: int,
+                   is_in: bool, value: int) -> int:
+        """INS / OUTS: Unicorn calls the hook once per element; hardware exits once per
+        instruction and the VMM completes the string, so the elements fold into one exit."""
+        rip = snap[0]
+        linear = self._code_bits(v, snap)[0] + rip
+        rcx = snap[_I["rcx"]] & _MASK[insn.address_size]
+        folded = self._string_fold
+        if folded is not None and folded[0] == linear and folded[2] == rcx:
+            self.exits.update_aux(folded[1], aux2=self.exits.aux2[folded[1]] + 1)
+            self._string_fold = (linear, folded[1], rcx - 1) if insn.rep and rcx > 1 else None
+            seq = None
+        else:
+            seq = None
+            if code is not None:
+                seq = self._exit(v, code, rip, insn.length, snap, value, 1)
+                self._string_fold = (linear, seq, rcx - 1) if insn.rep and rcx > 1 else None
+        if is_in:
+            value = self.vmm.port_in(port, size)
+        else:
+            self.vmm.port_out(port, size, value)
+        if seq is not None and self._watch_exits:
+            done = not (insn.rep and self._string_fold is not None)
+            self._after_exit(v, seq, rip + insn.length if done else rip)
         return value
 
     def _on_cpuid(self, uc, v) -> int:  # noqa: ANN001

@@ -64,7 +64,8 @@ def test_max_exits(capsys):
     (["run", "{guests}/hello.img", "--exit", "cpuid=off"], "cpuid exits unconditionally under VT-x"),
     (["run", "{guests}/hello.img", "--max-exits", "0"], "--max-exits must be at least 1"),
     (["run", "{guests}/hello.img", "--timeout", "-1"], "--timeout must be positive"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["frobnicate"], "frobnicate: no such file"),
+    (["run"], "the following arguments are required: GUEST"),
 ])
 def test_bad_command_lines_give_one_line(capsys, argv, message):
     argv = [a.replace("{guests}", str(GUESTS)) for a in argv]

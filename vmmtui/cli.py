@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from collections.abc import Sequence
 
 from engine.config import DEFAULT_MEM, MachineConfig, parse_size
@@ -62,8 +63,59 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
                         "cr0, cr3, cr4, hypercall, or an exception vector de, db, bp, ud, gp, pf, ...")
 
 
+_TUI_EXAMPLE = """\
+keys: s step, n next exit, c continue, p pause, b break, : command line, 1-9 panes, q quit
+examples:
+  vmmtui guests/hello.img
+  vmmtui guests/cpuid.img --vendor amd
+  vmmtui guests/cpuid.img --script demo.vmmtui     # commands from a file, no terminal
+"""
+SUBCOMMANDS = ("run",)
+
+
+def build_tui_parser() -> argparse.ArgumentParser:
+    """The parser of `vmmtui GUEST`: the interactive debugger."""
+    p = _Parser(prog="vmmtui", description="Debug GUEST in the terminal: registers, the VMCS / VMCB, every VM "
+                                           "exit, the vCPU schedule, guest and EPT/NPT page tables. "
+                                           f"Headless commands: {', '.join(SUBCOMMANDS)} (vmmtui run --help).",
+                epilog=_TUI_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"vmmtui {__version__}")
+    _add_machine_options(p)
+    p.add_argument("--vcpus", type=int, default=1, metavar="N", help="number of vCPUs (1 for now)")
+    p.add_argument("--script", metavar="FILE",
+                   help="run debugger commands from FILE without a terminal and print what each shows")
+    return p
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    """`vmmtui GUEST`: the TUI, or a script of its commands."""
+    config = machine_config(args)
+    config.vcpus = args.vcpus
+    config.check()
+    if not Path(args.guest).is_file():
+        raise UsageError(f"{args.guest}: no such file" if not Path(args.guest).exists()
+                         else f"{args.guest}: not an image file")
+    if args.script is not None:
+        from rich.console import Console
+
+        from .script import run_script
+        from .session import Session
+
+        try:
+            with open(args.script, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise UsageError(f"{args.script}: {e.strerror}") from None
+        session = Session.open(args.guest, config)
+        return run_script(session, lines, Console(highlight=False))
+    from .app import make_app
+
+    make_app(args.guest, config).run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `vmmtui` and its subcommands."""
+    """The argument parser of the headless subcommands (`vmmtui run ...`)."""
     parser = _Parser(prog="vmmtui", description="A terminal debugger for virtual machine monitors.",
                      epilog="Run `vmmtui COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"vmmtui {__version__}")
@@ -144,11 +196,14 @@ def run_json(machine: Machine, stop: Stop, sha256: str) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vmmtui` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+            return cmd_tui(build_tui_parser().parse_args(argv))
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
+            build_tui_parser().print_help()
             return EXIT_USAGE
         return {"run": cmd_run}[args.command](args)
     except UsageError as e:

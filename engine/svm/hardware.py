@@ -7,9 +7,10 @@ processor writes EXITCODE, EXITINFO1, EXITINFO2 and NEXT_RIP into the control
 area and the guest state into the state-save area (§15.6 "#VMEXIT"); the VMM
 returns with VMSAVE / VMLOAD / VMRUN.
 
-The control area is written at every exit; the state-save area is written when
-someone reads the VMCB (as real bytes in host memory, so a hex view of the page
-agrees), which no reader can tell apart from writing it at every exit.
+The exit fields and the state-save area of the last exit are written into the
+page (real bytes in host memory) when anything reads the VMCB through
+`structure()`, which the machine also does at every stop, so a hex view of the
+page agrees; no reader can tell this apart from writing it at every exit.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class SvmHardware(Hardware):
         if controls.exits("hypercall"):
             misc2 |= Misc2.VMMCALL
         self.vmcbs: list[Vmcb] = []
-        self._stale: list[GuestStateFn | None] = []
+        # The last exit of each vCPU, written into its VMCB when the VMCB is read.
+        self._stale: list[tuple[ExitCode, int, int, GuestStateFn] | None] = []
         for i in range(vcpus):
             vmcb = Vmcb(mem, mem.alloc_frame())
             for name, value in (
@@ -145,19 +147,20 @@ class SvmHardware(Hardware):
     # -- the VMCB at an exit ----------------------------------------------------------
 
     def record_exit(self, vcpu: int, code: ExitCode, rip: int, length: int, state: GuestStateFn) -> None:
-        vmcb = self.vmcbs[vcpu]
-        vmcb.write("EXITCODE", code.reason)
-        vmcb.write("EXITINFO1", code.info1)
-        vmcb.write("EXITINFO2", code.info2)
-        vmcb.write("NEXT_RIP", rip + length if length else 0)
-        self._stale[vcpu] = state
+        self._stale[vcpu] = (code, rip, length, state)
 
     def structure(self, vcpu: int) -> Vmcb:
         pending = self._stale[vcpu]
+        vmcb = self.vmcbs[vcpu]
         if pending is not None:
             self._stale[vcpu] = None
-            self._write_state(self.vmcbs[vcpu], pending())
-        return self.vmcbs[vcpu]
+            code, rip, length, state = pending
+            vmcb.write("EXITCODE", code.reason)
+            vmcb.write("EXITINFO1", code.info1)
+            vmcb.write("EXITINFO2", code.info2)
+            vmcb.write("NEXT_RIP", rip + length if length else 0)
+            self._write_state(vmcb, state())
+        return vmcb
 
     def _write_state(self, vmcb: Vmcb, st: GuestState) -> None:
         r = st.regs

@@ -10,6 +10,7 @@ and the guest-state area (SDM "VM Exits": "Recording VM-Exit Information",
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ..controls import Controls
@@ -210,17 +211,21 @@ class VmxHardware(Hardware):
     # -- the VMCS at an exit ----------------------------------------------------------
 
     def record_exit(self, vcpu: int, code: ExitCode, rip: int, length: int, state: GuestStateFn) -> None:
-        vmcs = self.vmcs[vcpu]
+        # The exit-information fields and the guest-state area are written when
+        # something reads the VMCS (Vmcs.pending_exit): no reader can tell.
+        self.vmcs[vcpu].pending_exit = partial(self._exit_fields, code, length, state)
+
+    def _exit_fields(self, code: ExitCode, length: int, state: GuestStateFn) -> dict[int, int]:
         reason = code.reason
-        info = {
+        fields = self._guest_fields(state())
+        fields.update({
             _E["VM_EXIT_REASON"]: reason,
             _E["EXIT_QUALIFICATION"]: code.info1,
             _E["VM_EXIT_INSTRUCTION_LEN"]: length,
             _E["GUEST_PHYSICAL_ADDRESS"]: code.info2 if reason == X.EPT_VIOLATION else 0,
             _E["VM_EXIT_INTR_INFO"]: code.info2 if reason == X.EXCEPTION_NMI else 0,
-        }
-        vmcs.set_exit_info(info)
-        vmcs.defer_guest_state(lambda: self._guest_fields(state()))
+        })
+        return fields
 
     def _guest_fields(self, st: GuestState) -> dict[int, int]:
         r = st.regs

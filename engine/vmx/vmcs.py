@@ -5,9 +5,10 @@ Region": only the revision identifier and abort indicator have fixed offsets), s
 the emulated VMCS keeps values by encoding. The region itself is still a frame in
 host memory (VMCLEAR / VMPTRLD name it), holding the revision identifier.
 
-The guest-state area is filled at every VM exit. To keep exits cheap, the
-"hardware" hands the VMCS a snapshot function at the exit and the fields are
-materialised the first time anything reads them; no reader can tell the
+The exit-information fields and the guest-state area are filled at every VM
+exit. To keep exits cheap, the "hardware" hands the VMCS functions that produce
+them (over the register snapshot taken at the exit) and the fields are
+materialised the first time anything reads the VMCS; no reader can tell the
 difference.
 """
 
@@ -32,7 +33,9 @@ class Vmcs:
     def __init__(self, region_hpa: int) -> None:
         self.region_hpa = region_hpa
         self._values: dict[int, int] = dict.fromkeys(FIELDS.values(), 0)
-        self._pending_guest_state: Callable[[], dict[int, int]] | None = None
+        # Set by the processor at a VM exit: produces the exit-information fields and
+        # the saved guest state, the first time anything reads the VMCS.
+        self.pending_exit: Callable[[], dict[int, int]] | None = None
         self.launched = False
 
     def vmread(self, encoding: int) -> int:
@@ -40,7 +43,7 @@ class Vmcs:
         if encoding not in self._values:
             raise VmxInstructionError(ERR_UNSUPPORTED_COMPONENT,
                                       f"VMREAD of unsupported VMCS component {encoding:#06x}")
-        if self._pending_guest_state is not None and group(encoding) == Group.GUEST_STATE:
+        if self.pending_exit is not None:
             self._materialise()
         return self._values[encoding]
 
@@ -52,7 +55,7 @@ class Vmcs:
         if group(encoding) == Group.EXIT_INFORMATION:
             raise VmxInstructionError(ERR_READ_ONLY_COMPONENT,
                                       f"VMWRITE to read-only VMCS component {NAMES[encoding]}")
-        if self._pending_guest_state is not None and group(encoding) == Group.GUEST_STATE:
+        if self.pending_exit is not None:
             self._materialise()
         self._values[encoding] = value & mask(encoding)
 
@@ -64,22 +67,14 @@ class Vmcs:
         """VMWRITE a field by its refdata name."""
         self.vmwrite(FIELDS[name], value)
 
-    def set_exit_info(self, values: dict[int, int]) -> None:
-        """The processor's side of a VM exit: store exit-information fields."""
-        self._values.update(values)
-
-    def defer_guest_state(self, snapshot: Callable[[], dict[int, int]]) -> None:
-        """The processor saved the guest state at a VM exit; `snapshot` produces it on demand."""
-        self._pending_guest_state = snapshot
-
     def fields(self) -> list[tuple[str, int, int]]:
         """(name, encoding, value) for every field, grouped as the SDM groups them."""
-        if self._pending_guest_state is not None:
+        if self.pending_exit is not None:
             self._materialise()
         order = sorted(self._values, key=lambda e: (group(e), e))
         return [(NAMES[e], e, self._values[e]) for e in order]
 
     def _materialise(self) -> None:
-        snapshot, self._pending_guest_state = self._pending_guest_state, None
-        assert snapshot is not None
-        self._values.update(snapshot())
+        produce, self.pending_exit = self.pending_exit, None
+        assert produce is not None
+        self._values.update(produce())

@@ -1,0 +1,45 @@
+"""`vmmtui GUEST --script FILE`: run debugger commands from a file with no terminal.
+
+Each command is echoed, then what it shows is printed (the same views the panes
+use); commands that run the guest print why it stopped. A command that fails
+prints its error and the script goes on; the process status is then 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.text import Text
+
+from .commands import CommandError, describe_stop, execute
+from .session import Session
+
+_UI_ONLY = {"pane", "theme", "pause"}
+
+
+def run_script(session: Session, lines: Iterable[str], console: Console) -> int:
+    """Run each command line; returns 0, or 1 if any command failed."""
+    status = 0
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        console.print(Text(f"({number}) {line}", style="bold"))
+        try:
+            outcome = execute(session, line)
+        except CommandError as e:
+            console.print(Text(f"error: {e}", style="red"))
+            status = 1
+            continue
+        if outcome.run is not None:
+            stop = outcome.run()
+            session.mark_stop(stop)
+            console.print(describe_stop(session, stop))
+        if outcome.output is not None:
+            console.print(outcome.output)
+        elif outcome.ui and outcome.ui[0] in _UI_ONLY:
+            console.print(Text(f"({outcome.ui[0]}: nothing to do without a screen)", style="dim"))
+        if outcome.ui and outcome.ui[0] == "quit":
+            break
+    return status
