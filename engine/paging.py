@@ -11,12 +11,17 @@ R/W with CR0.WP, NX with EFER.NXE, SMEP) but not SMAP, protection keys or
 physical-address bits beyond MAXPHYADDR. PAE's four PDPTEs are read from memory
 at CR3 & ~0x1F at each walk; the CPU caches them when CR3 is loaded.
 5-level paging (CR4.LA57) is not modelled.
+
+`guest_tree` lists the guest's paging structures from CR3 for display: present
+entries only, in address order, capped at a number of nodes so that a guest
+with huge (or aliased) tables cannot hang a debugger that shows them.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .addresses import GPA, GVA, HPA
@@ -116,6 +121,10 @@ class TwoDStep:
     value: int | None
     slat_steps: list[SlatStep]
     fault: str | None = None
+    stage: str = ""
+    """"slat" (a second-level translation), "guest" (a guest entry read), "" (no access made)."""
+    level: str = ""
+    """The guest level the access is for ("PML4E" ... "PTE"); "" for the final GPA."""
 
 
 @dataclass(frozen=True)
@@ -210,12 +219,12 @@ def walk_2d(
         result = slat.translate(gpa)
         denied = _slat_denied(result, write=slat.table_walk_access == "write", fetch=False)
         fault = f"{slat.violation} during the guest page-table walk: {denied}" if denied else None
-        steps.append(_slat_step(f"{slat.kind} for guest {level} at GPA {gpa:#x}", result, fault))
+        steps.append(_slat_step(f"{slat.kind} for guest {level} at GPA {gpa:#x}", result, fault, level))
         hpa = result.hpa
         if hpa is None or denied:
             raise _SlatStop
         value = int.from_bytes(read_hpa(hpa, size), "little")
-        steps.append(TwoDStep(f"guest {level}", gpa, hpa, value, []))
+        steps.append(TwoDStep(f"guest {level}", gpa, hpa, value, [], stage="guest", level=level))
         return value
 
     try:
@@ -240,9 +249,9 @@ class _SlatStop(Exception):
     """A guest table access failed its second-level translation."""
 
 
-def _slat_step(what: str, result: SlatWalk, fault: str | None) -> TwoDStep:
+def _slat_step(what: str, result: SlatWalk, fault: str | None, level: str = "") -> TwoDStep:
     last = result.steps[-1].value if result.steps else None
-    return TwoDStep(what, result.gpa, result.hpa, last, result.steps, fault)
+    return TwoDStep(what, result.gpa, result.hpa, last, result.steps, fault, "slat", level)
 
 
 def _slat_denied(result: SlatWalk, *, write: bool, fetch: bool) -> str | None:
@@ -363,3 +372,156 @@ def _decode(value: int, address: int, large: bool, leaf: bool, pdpte_register: b
         "nx": mode != "32-bit" and not pdpte_register and bool(value & NO_EXECUTE),
         "address": address,
     }
+
+
+
+# -- the guest's tables as a tree, for display ----------------------------------------------------
+
+TRUNCATED = "..."
+"""The level of `guest_tree`'s pseudo-node that stands for the entries left out."""
+
+_COUNT_TABLES = 256
+"""Tables `guest_tree` reads past its limit to count what it leaves out (then it gives a lower bound)."""
+
+
+@dataclass(frozen=True)
+class GuestNode:
+    """One present entry of the guest's paging structures, for display.
+
+    `linear` is the first linear address the entry covers (canonical, so the
+    upper half of 4-level paging is sign-extended) and `size` how many bytes it
+    covers: the page for a leaf, the region under the table otherwise.
+    `entry_gpa` is where the entry sits in guest-physical memory. `decoded` is
+    as in `GuestStep` plus "reserved" (a reserved bit is set: hardware faults on
+    the entry, so its table is not followed). `children` are the present entries
+    of the next table.
+
+    A pseudo-node with level `TRUNCATED` ("...") stands for `omitted` entries
+    left out by the limit; `omitted_exact` is False when they were too many to
+    count, and `omitted` is then a lower bound. `decoded["note"]` says so in words.
+    """
+
+    level: str
+    index: int
+    linear: GVA
+    size: int
+    entry_gpa: GPA
+    value: int
+    decoded: dict[str, Any]
+    children: list[GuestNode] = field(default_factory=list)
+    leaf: bool = False
+    omitted: int = 0
+    omitted_exact: bool = True
+
+    @property
+    def truncated(self) -> bool:
+        """Whether this is the pseudo-node for entries left out."""
+        return self.level == TRUNCATED
+
+
+def decode_entry(value: int, level: str, *, mode: str, cr4: int = 0) -> dict[str, Any]:
+    """The fields of a guest paging-structure entry at `level` ("PDE", ...) in paging `mode`.
+
+    The same dictionary `walk` gives in `GuestStep.decoded`: `address` is the
+    next table's GPA, or the page base for a leaf (a large page needs CR4.PSE in
+    32-bit paging).
+    """
+    fmt = _FORMATS[mode]
+    for lvl in fmt.levels:
+        if lvl.name == level:
+            break
+    else:
+        raise ValueError(f"{mode} paging has no {level} level")
+    large, leaf, size = _shape(value, lvl, mode, cr4)
+    base = _page_base(value, size, fmt) if leaf else value & fmt.address_mask
+    return _decode(value, base, large, leaf, mode == "pae" and level == "PDPTE", mode)
+
+
+def guest_tree(
+    read_gpa: Callable[[GPA, int], bytes],
+    *,
+    cr0: int,
+    cr3: int,
+    cr4: int,
+    efer: int,
+    limit: int = 4096,
+) -> list[GuestNode]:
+    """The present entries of the guest's paging structures from CR3, as a tree.
+
+    Reads guest-physical memory with `read_gpa(gpa, size)`, one table at a
+    time. Empty with paging off. At most `limit` nodes are built, depth first
+    in address order; if entries are left out, the list ends with a pseudo-node
+    (level "...") saying how many.
+    """
+    mode = paging_mode(cr0, cr4, efer)
+    if mode == "none":
+        return []
+    fmt = _FORMATS[mode]
+    nxe = mode != "32-bit" and bool(efer & EFER_NXE)
+    unpack = struct.Struct("<" + ("I" if fmt.entry_size == 4 else "Q")).iter_unpack
+    state = {"left": max(0, limit), "omitted": 0, "count_tables": _COUNT_TABLES, "exact": True}
+
+    def entries(table: int, level: _Level) -> list[tuple[int, int]]:
+        count = 1 << level.index_bits
+        raw = read_gpa(GPA(table), count * fmt.entry_size)
+        return [(i, v) for i, (v,) in enumerate(unpack(raw)) if v & PRESENT]
+
+    def follow(value: int, depth: int, level: _Level) -> int | None:
+        """The next table's GPA, or None for a leaf or an entry with reserved bits set."""
+        large, leaf, size = _shape(value, level, mode, cr4)
+        if leaf or _reserved(value, level, large, size, mode, nxe) or depth + 1 >= len(fmt.levels):
+            return None
+        return value & fmt.address_mask
+
+    def count(table: int, depth: int) -> int:
+        """Present entries in the table and under it, reading at most the tables left to count."""
+        if state["count_tables"] <= 0:
+            state["exact"] = False
+            return 0
+        state["count_tables"] -= 1
+        level = fmt.levels[depth]
+        total = 0
+        for _index, value in entries(table, level):
+            total += 1
+            below = follow(value, depth, level)
+            if below is not None:
+                total += count(below, depth + 1)
+        return total
+
+    def nodes(table: int, depth: int, base: int) -> list[GuestNode]:
+        level = fmt.levels[depth]
+        out: list[GuestNode] = []
+        for index, value in entries(table, level):
+            below = follow(value, depth, level)
+            if state["left"] <= 0:
+                state["omitted"] += 1 + (count(below, depth + 1) if below is not None else 0)
+                continue
+            state["left"] -= 1
+            large, leaf, size = _shape(value, level, mode, cr4)
+            linear = base + (index << level.shift)
+            if mode == "4-level" and linear & (1 << 47):
+                linear |= 0xFFFF_0000_0000_0000
+            address = _page_base(value, size, fmt) if leaf else value & fmt.address_mask
+            decoded = _decode(value, address, large, leaf, mode == "pae" and level.name == "PDPTE", mode)
+            decoded["reserved"] = _reserved(value, level, large, size, mode, nxe)
+            entry_gpa = GPA(table + fmt.entry_size * index)
+            children = nodes(below, depth + 1, linear) if below is not None else []
+            out.append(GuestNode(level.name, index, GVA(linear), size, entry_gpa, value, decoded, children, leaf))
+        return out
+
+    tree = nodes(cr3 & fmt.root_mask, 0, 0)
+    omitted = state["omitted"]
+    if omitted:
+        exact = state["exact"]
+        note = f"... {'' if exact else 'at least '}{omitted} more entries not shown"
+        tree.append(
+            GuestNode(TRUNCATED, 0, GVA(0), 0, GPA(0), 0, {"note": note}, [], False, omitted, exact)
+        )
+    return tree
+
+
+def _shape(value: int, level: _Level, mode: str, cr4: int) -> tuple[bool, bool, int]:
+    """(large, leaf, size) of an entry at `level`, as `_walk` decides them."""
+    large = bool(level.large_size and value & PAGE_SIZE_BIT and (mode != "32-bit" or cr4 & CR4_PSE))
+    leaf = large or level.name == "PTE"
+    return large, leaf, level.large_size if large else 1 << level.shift

@@ -137,19 +137,18 @@ def describe_stop(session: Session, stop: Stop) -> Text:
     if stop.status is not None:
         text.append(f" (status {stop.status})")
     if stop.exit_seq is not None and stop.exit_seq < len(session.machine.exits):
+        from .views.exit_log import exit_row_text
+
         e = session.machine.exits[stop.exit_seq]
         text.append(f" — exit #{e.seq} {e.name} at rip {e.rip:#x}")
-        if e.qualification:
-            text.append(" " + " ".join(f"{k}={_show(v)}" for k, v in e.qualification.items()), style="dim")
+        summary = exit_row_text(e, session.machine.vendor)
+        if summary:
+            text.append(f" {summary}", style="dim")
     elif stop.message:
         text.append(f" — {stop.message}")
     text.append(f"  [rip {session.machine.registers(session.vcpu)['rip']:#x}, {len(session.machine.exits)} exits]",
                 style="dim")
     return text
-
-
-def _show(value: Any) -> str:
-    return f"{value:#x}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 # -- running the guest -------------------------------------------------------------------

@@ -1,0 +1,46 @@
+"""One measurement in a fresh process: `python -m bench.worker WORKLOAD --image NAME ...`.
+
+Prints one JSON object on stdout: the workload's result plus `maxrss_kib`, this
+process's peak resident set size (getrusage ru_maxrss, KiB on Linux). On an
+error it prints {"error": "..."} and exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import traceback
+
+from .workloads import WORKLOADS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.splitlines()[0],
+                                     epilog="example: python -m bench.worker engine --image bench_out.img "
+                                            "--count 100000 --vendor amd")
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--image", required=True, help="a guests/bench_*.img name")
+    parser.add_argument("--count", type=int, default=None, help="loop count to patch in (default: as built)")
+    parser.add_argument("--vendor", choices=("intel", "amd"), default=None, help="engine, idle")
+    parser.add_argument("--hooks", choices=("stop", "out", "cpuid"), default=None, help="raw")
+    args = parser.parse_args(argv)
+    kwargs = {}
+    if args.vendor is not None:
+        kwargs["vendor"] = args.vendor
+    if args.hooks is not None:
+        kwargs["hooks"] = args.hooks
+    try:
+        result = WORKLOADS[args.workload](args.image, args.count, **kwargs)
+    except Exception as e:  # reported to the runner, which shows it in the table
+        result = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        print(json.dumps(result))
+        return 1
+    result["maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The vCPU schedule: one lane per vCPU on a shared virtual-time axis.
+
+Each column of a lane covers a span of virtual time and is drawn by what the vCPU
+did in it: guest running (─), the VMM handling exits (┃, coloured by the kind of
+the exit, with the count where more than one), finished (·). Exits are found by
+bisecting the exit log's time column, so a million exits cost nothing to draw.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from rich.console import Group
+from rich.text import Text
+
+from ..session import Session
+
+KIND_STYLES = (
+    (("IO_INSTRUCTION", "IOIO"), "blue"),
+    (("EPT_VIOLATION", "NPF", "EPT_MISCONFIG"), "magenta"),
+    (("MSR_READ", "MSR_WRITE", "MSR"), "yellow"),
+    (("CPUID",), "cyan"),
+    (("HLT",), "bright_black"),
+)
+
+
+def kind_style(name: str) -> str:
+    """The colour of an exit kind, shared with the exit log."""
+    for names, style in KIND_STYLES:
+        if name in names:
+            return style
+    if name.startswith(("CR_", "READ_CR", "WRITE_CR")):
+        return "green"
+    if name.startswith("EXC") or name in ("TRIPLE_FAULT", "SHUTDOWN"):
+        return "red"
+    return "white"
+
+
+def time_span(session: Session) -> tuple[int, int]:
+    """The whole run so far, in virtual time."""
+    end = max(session.machine.time, 1)
+    return 0, end + max(end // 20, 10)  # a margin, so the last exit shows
+
+
+def schedule_view(session: Session, start: int, end: int, width: int) -> Group:
+    """Lanes for every vCPU over virtual time [start, end) in `width` columns."""
+    m = session.machine
+    log = m.exits
+    times = log.time
+    width = max(width, 10)
+    end = max(end, start + width)
+    step = (end - start) / width
+    finished = m.stop is not None
+    lanes = []
+    axis = Text(f"{'':8}{start:<{width // 2}}{end:>{width - width // 2}}", style="dim")
+    for vcpu in range(m.config.vcpus):
+        lane = Text(f"vCPU {vcpu:<3}", style="bold")
+        for col in range(width):
+            a = int(start + col * step)
+            b = int(start + (col + 1) * step)
+            lo, hi = bisect_left(times, a), bisect_left(times, b)
+            seqs = [s for s in range(lo, min(hi, lo + 64)) if log.vcpu[s] == vcpu]
+            if seqs:
+                n = hi - lo
+                glyph = "┃" if n == 1 else (str(n) if n < 10 else "+")
+                lane.append(glyph, style=kind_style(log.name(seqs[0])))
+            elif finished and a >= m.time:
+                lane.append("·", style="bright_black")
+            elif a > m.time:
+                lane.append(" ")
+            else:
+                lane.append("─", style="green")
+        lanes.append(lane)
+    legend = Text("─ guest  ┃ exit (VMM)  · finished   ", style="dim")
+    for label, style in (("io", "blue"), ("ept/npf", "magenta"), ("msr", "yellow"), ("cpuid", "cyan"),
+                         ("cr", "green"), ("exc", "red")):
+        legend.append("■", style=style)
+        legend.append(f"{label} ", style="dim")
+    return Group(axis, *lanes, legend)
