@@ -69,7 +69,6 @@ class ExitLog:
         self._order = [self._cols[c] for c in self.COLUMNS]
         self._pending: list[tuple[int, ...]] = []
         self._flushed = 0
-        self._listeners: list[Callable[[int], None]] = []
 
     def append(self, vcpu: int, time: int, reason: int, rip: int, length: int,
                info1: int, info2: int, aux1: int = 0, aux2: int = 0) -> int:
@@ -79,8 +78,6 @@ class ExitLog:
         pending.append((vcpu, time, reason, rip, length, info1 & _U64, info2 & _U64, aux1 & _U64, aux2 & _U64))
         if len(pending) >= self._BATCH:
             self.flush()
-        for listener in self._listeners:
-            listener(seq)
         return seq
 
     def flush(self) -> None:
@@ -120,10 +117,6 @@ class ExitLog:
             self._cols["aux1"][seq] = aux1 & _U64
         if aux2 is not None:
             self._cols["aux2"][seq] = aux2 & _U64
-
-    def subscribe(self, listener: Callable[[int], None]) -> None:
-        """Call `listener(seq)` for every exit appended from now on (it runs on the exit path)."""
-        self._listeners.append(listener)
 
     def __len__(self) -> int:
         return self._flushed + len(self._pending)

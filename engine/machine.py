@@ -58,7 +58,7 @@ NEVER = (1 << 64) - 1  # an `until` address no guest reaches
 COUNTED_SLICE = 1_000_000  # instructions per emu_start in counted mode
 TIME_PER_EXIT = 1000  # virtual-time ticks an exit costs (see README, "Virtual time")
 _I = SNAP  # snapshot indices
-_CS, _CR0 = SNAP["cs"], SNAP["cr0"]
+_CS, _CR0, _RAX, _RCX = SNAP["cs"], SNAP["cr0"], SNAP["rax"], SNAP["rcx"]
 _MASK = {16: 0xFFFF, 32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 _FLAGS_IF = 1 << 9
 _NOT_CODE_PROT = UC_PROT_READ | UC_PROT_WRITE  # RAM before its first fetch is scanned
@@ -127,6 +127,7 @@ class Machine:
         self.exits = ExitLog(self.hw.decode)
         self.serial = bytearray()
         self._serial_listeners: list[Callable[[bytes], None]] = []
+        self._exit_listeners: list[Callable[[int, int, tuple[int, ...]], None]] = []
         self.time = 0
         # Devices.
         self.ports = Bus("port")
@@ -153,6 +154,7 @@ class Machine:
         self._string_fold: tuple[int, int, int] | None = None  # (linear, seq, next RCX) of a REP string I/O
         self._io_sites: dict[tuple[int, ...], tuple[Insn, ExitCode | None]] = {}
         self._watch_exits = False  # whether any exit may stop the run (see _after_exit)
+        self._cpuid_exit = self.hw.simple_exit("cpuid") if self.hw.instruction_exits("cpuid") else None
         self._mmio_pages: set[int] = set()
         self._lock = threading.Lock()
         self._running: Vcpu | None = None
@@ -191,6 +193,13 @@ class Machine:
     @property
     def vendor(self) -> str:
         return self.config.vendor
+
+    def on_exit(self, listener: Callable[[int, int, tuple[int, ...]], None]) -> None:
+        """Call `listener(seq, vcpu, registers)` at every exit, on the exit path (keep it
+        cheap). `registers` is the snapshot taken at the exit, in `vcpu.SNAPSHOT_REGS`
+        order; the exit's own row is `exits[seq]` (its operands may be completed after
+        the call, e.g. the value an IN returned)."""
+        self._exit_listeners.append(listener)
 
     def on_serial(self, listener: Callable[[bytes], None]) -> None:
         """Call `listener(bytes)` with everything the guest writes to the console."""
@@ -407,6 +416,8 @@ class Machine:
         seq = self.exits.append(v.index, self.time, code.reason, rip, length, code.info1, code.info2,
                                 aux1, aux2)
         self.hw.record_exit(v.index, code, rip, length, partial(self._guest_state, v, snap))
+        for listener in self._exit_listeners:
+            listener(seq, v.index, snap)
         return seq
 
     def _after_exit(self, v: Vcpu, seq: int, next_rip: int | None) -> None:
@@ -599,17 +610,13 @@ class Machine:
         if self._pending is not None and self._pending.final:
             return 1
         snap = v.snapshot()
-        rip = snap[_I["rip"]]
-        leaf, subleaf = snap[_I["rax"]] & 0xFFFF_FFFF, snap[_I["rcx"]] & 0xFFFF_FFFF
+        rip = snap[0]
+        leaf, subleaf = snap[_RAX] & 0xFFFF_FFFF, snap[_RCX] & 0xFFFF_FFFF
         seq = None
-        if self.hw.instruction_exits("cpuid"):
-            seq = self._exit(v, self.hw.simple_exit("cpuid"), rip, 2, snap, aux1=leaf, aux2=subleaf)
-        eax, ebx, ecx, edx = self.vmm.cpuid(v.index, leaf, subleaf)
-        uc.reg_write(X.UC_X86_REG_RAX, eax)
-        uc.reg_write(X.UC_X86_REG_RBX, ebx)
-        uc.reg_write(X.UC_X86_REG_RCX, ecx)
-        uc.reg_write(X.UC_X86_REG_RDX, edx)
-        if seq is not None:
+        if self._cpuid_exit is not None:
+            seq = self._exit(v, self._cpuid_exit, rip, 2, snap, leaf, subleaf)
+        v.write_abcd(*self.vmm.cpuid(v.index, leaf, subleaf))
+        if seq is not None and self._watch_exits:
             self._after_exit(v, seq, rip + 2)
         return 1  # skip the instruction: the VMM answered it
 

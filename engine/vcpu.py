@@ -99,6 +99,27 @@ class RegisterBatch:
         return self._unpack(self._vals)
 
 
+class RegisterWriter:
+    """Writes a fixed list of registers in one C call (the write twin of RegisterBatch)."""
+
+    def __init__(self, uc: Uc, names: tuple[str, ...]) -> None:
+        n = len(names)
+        self._n = n
+        self._ids = (ctypes.c_int * n)(*[REG_IDS[name] for name in names])
+        self._vals = (ctypes.c_uint64 * n)()
+        base = ctypes.addressof(self._vals)
+        self._ptrs = (ctypes.c_void_p * n)(*[base + 8 * i for i in range(n)])
+        self._fn = _binding.uclib.uc_reg_write_batch
+        self._uch = uc._uch
+
+    def write(self, *values: int) -> None:
+        """Store the values, in the order given at construction."""
+        vals = self._vals
+        for i, value in enumerate(values):
+            vals[i] = value
+        self._fn(self._uch, self._ids, self._ptrs, self._n)
+
+
 class Vcpu:
     """A virtual CPU: one Unicorn instance mapping the machine's host frames."""
 
@@ -107,6 +128,7 @@ class Vcpu:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
         self.mem = mem
         self.batch = RegisterBatch(self.uc, SNAPSHOT_REGS)
+        self.write_abcd = RegisterWriter(self.uc, ("rax", "rbx", "rcx", "rdx")).write
         self.efer = 0
 
     # -- registers ---------------------------------------------------------------

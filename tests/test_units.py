@@ -116,3 +116,9 @@ def test_fast_register_reader_agrees_with_the_wrapper():
     snap = v.snapshot()
     for i, name in enumerate(SNAPSHOT_REGS):
         assert snap[i] == v.reg(name), name
+
+
+def test_fast_register_writer_agrees_with_the_wrapper():
+    v = Vcpu(0, HostMemory(2 << 20))
+    v.write_abcd(1, 0x2222_0000_0000, 3, (1 << 64) - 1)
+    assert [v.reg(n) for n in ("rax", "rbx", "rcx", "rdx")] == [1, 0x2222_0000_0000, 3, (1 << 64) - 1]

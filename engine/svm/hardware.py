@@ -86,6 +86,13 @@ class SvmHardware(Hardware):
             self.vmcbs.append(vmcb)
             self._stale.append(None)
 
+        # The intercept vectors do not change during a run: decide from a copy.
+        misc1_now, misc2_now = int(misc1), int(misc2)
+        self._instruction = {name: bool(misc1_now & bit) for name, bit in _MISC1_BY_NAME.items()}
+        self._instruction["hypercall"] = bool(misc2_now & Misc2.VMMCALL)
+        self._io_prot = bool(misc1_now & Misc1.IOIO_PROT)
+        self._msr_prot = bool(misc1_now & Misc1.MSR_PROT)
+
     def launch(self, vcpu: int, state: GuestState) -> None:
         """Write the initial guest state and VMRUN."""
         self._write_state(self.vmcbs[vcpu], state)
@@ -94,14 +101,11 @@ class SvmHardware(Hardware):
 
     # -- decisions -------------------------------------------------------------------
 
-    def _misc1(self, vcpu: int = 0) -> int:
-        return self.vmcbs[vcpu].read("INTERCEPT_MISC1")
-
     def io_exits(self, port: int, size: int) -> bool:
-        return bool(self._misc1() & Misc1.IOIO_PROT) and self.bitmaps.io_intercepted(port, size)
+        return self._io_prot and self.bitmaps.io_intercepted(port, size)
 
     def msr_exits(self, index: int, write: bool) -> bool:
-        return bool(self._misc1() & Misc1.MSR_PROT) and self.bitmaps.msr_intercepted(index, write)
+        return self._msr_prot and self.bitmaps.msr_intercepted(index, write)
 
     def cr_read_exits(self, cr: int) -> bool:
         return bool(self.vmcbs[0].read("INTERCEPT_CR") & cr_read_bit(cr))
@@ -110,9 +114,7 @@ class SvmHardware(Hardware):
         return bool(self.vmcbs[vcpu].read("INTERCEPT_CR") & cr_write_bit(cr))
 
     def instruction_exits(self, name: str) -> bool:
-        if name == "hypercall":
-            return bool(self.vmcbs[0].read("INTERCEPT_MISC2") & Misc2.VMMCALL)
-        return bool(self._misc1() & _MISC1_BY_NAME[name])
+        return self._instruction[name]
 
     def exception_exits(self, vector: int, error_code: int) -> bool:
         return bool(self.vmcbs[0].read("INTERCEPT_EXCEPTIONS") >> vector & 1)
