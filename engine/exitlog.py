@@ -9,6 +9,7 @@ of megabytes.
 
 from __future__ import annotations
 
+import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,7 +54,9 @@ class ExitLog:
     """Append-only columns of exits; rows are numbered from 0 (the `seq`).
 
     Appends go to a list of row tuples first (the exit path pays ~0.2 us) and move
-    into the typed columns in batches, or whenever anything reads the log.
+    into the typed columns in batches, or whenever anything reads the log. One
+    thread appends (the engine's); others may read at the same time (the UI while
+    the guest runs): moving rows and completing a row's operands hold a lock.
     """
 
     COLUMNS = ("vcpu", "time", "reason", "rip", "length", "info1", "info2", "aux1", "aux2")
@@ -68,27 +71,32 @@ class ExitLog:
         }
         self._order = [self._cols[c] for c in self.COLUMNS]
         self._pending: list[tuple[int, ...]] = []
-        self._flushed = 0
+        self._flushed = 0  # rows in the columns
+        self._count = 0  # rows in all
+        self._lock = threading.Lock()
 
     def append(self, vcpu: int, time: int, reason: int, rip: int, length: int,
                info1: int, info2: int, aux1: int = 0, aux2: int = 0) -> int:
         """Store one exit; returns its seq. Values are unsigned 64-bit."""
-        pending = self._pending
-        seq = self._flushed + len(pending)
-        pending.append((vcpu, time, reason, rip, length, info1 & _U64, info2 & _U64, aux1 & _U64, aux2 & _U64))
-        if len(pending) >= self._BATCH:
+        seq = self._count
+        self._pending.append((vcpu, time, reason, rip, length, info1 & _U64, info2 & _U64, aux1 & _U64,
+                              aux2 & _U64))
+        self._count = seq + 1
+        if seq + 1 - self._flushed >= self._BATCH:
             self.flush()
         return seq
 
     def flush(self) -> None:
         """Move appended rows into the columns."""
-        pending = self._pending
-        if not pending:
-            return
-        for column, values in zip(self._order, zip(*pending)):
-            column.extend(values)
-        self._flushed += len(pending)
-        pending.clear()
+        with self._lock:
+            pending = self._pending
+            n = len(pending)  # rows appended meanwhile by the engine stay for the next flush
+            if not n:
+                return
+            for column, values in zip(self._order, zip(*pending[:n])):
+                column.extend(values)
+            del pending[:n]
+            self._flushed += n
 
     def column(self, name: str) -> array:
         """One column (an `array`), complete up to the last exit."""
@@ -107,19 +115,20 @@ class ExitLog:
 
     def update_aux(self, seq: int, aux1: int | None = None, aux2: int | None = None) -> None:
         """Complete an exit's operands after the VMM handled it (an IN's value, a REP count)."""
-        i = seq - self._flushed
-        if i >= 0:
-            row = self._pending[i]
-            self._pending[i] = row[:7] + (row[7] if aux1 is None else aux1 & _U64,
-                                          row[8] if aux2 is None else aux2 & _U64)
-            return
-        if aux1 is not None:
-            self._cols["aux1"][seq] = aux1 & _U64
-        if aux2 is not None:
-            self._cols["aux2"][seq] = aux2 & _U64
+        with self._lock:
+            i = seq - self._flushed
+            if i >= 0:
+                row = self._pending[i]
+                self._pending[i] = row[:7] + (row[7] if aux1 is None else aux1 & _U64,
+                                              row[8] if aux2 is None else aux2 & _U64)
+                return
+            if aux1 is not None:
+                self._cols["aux1"][seq] = aux1 & _U64
+            if aux2 is not None:
+                self._cols["aux2"][seq] = aux2 & _U64
 
     def __len__(self) -> int:
-        return self._flushed + len(self._pending)
+        return self._count
 
     def __getitem__(self, seq: int) -> ExitEvent:
         if seq < 0:

@@ -8,6 +8,7 @@ under asyncio.run (no pytest-asyncio here).
 from __future__ import annotations
 
 import asyncio
+import io
 
 import pytest
 from conftest import GUESTS
@@ -449,9 +450,9 @@ def test_qualification_lines_from_the_vendors_encodings(intel: Session, amd: Ses
 
 
 def _text(renderable) -> str:  # noqa: ANN001
-    console = Console(width=120, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=120, file=io.StringIO())
     console.print(renderable)
-    return console.export_text()
+    return console.file.getvalue()
 
 
 def test_exit_detail_intel(intel: Session) -> None:
@@ -475,7 +476,8 @@ def test_exit_detail_amd(amd: Session) -> None:
 def test_exits_table(intel: Session) -> None:
     text = _text(exits_table(intel, last=3))
     assert "exit log (562 exits, 562 shown)" in text
-    assert "│ 561 │    0 │ 562002 │     30 │ IO_INSTRUCTION │ 0x7f55 │   2 │ port=0xf4 out 1B imm value=0x0 │" in text
+    assert ("│ 561 │    0 │ 562002 │     30 │ IO_INSTRUCTION │ 0x7f55 │   2 │ port=0xf4 out 1B imm value=0x0 │"
+            in text)
     assert "the last 3 of 562" in text
     text = _text(exits_table(intel, last=20, filter_text="cpuid"))
     assert "exit log (562 exits, 4 shown)" in text

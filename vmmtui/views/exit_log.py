@@ -26,11 +26,12 @@ Filters (`FilterPlan.compile(text)`)
        `port=`) decodes each remaining row once per distinct encoding;
     4. a substring formats each remaining row.
 
-    Measured on this machine with Python 3.11 (bench/exit_log_view.py for the
-    current figures): stages 1-2 cost ~40-60 ns a row (a million rows: ~50 ms);
-    stage 3 ~0.3 us a row when encodings repeat, ~3 us when every row differs;
-    stage 4 ~1.5 us a row. The pane runs any plan estimated above ~50 ms in a
-    thread worker.
+    Measured here with Python 3.11 on a shared 2-CPU machine (bench/exit_log_view.py
+    prints current figures): stages 1-2 cost ~50-90 ns a row (a million rows:
+    50-90 ms); stage 3 ~0.4-0.7 us a row when encodings repeat (a serial loop),
+    ~4-5 us when every row differs (CPUID leaves, RDTSC values); stage 4 ~1.2-1.7 us
+    a row when encodings repeat, ~6.5 us when not. The pane runs any plan it
+    estimates (pessimistically, from the row count) above ~50 ms in a thread worker.
 """
 
 from __future__ import annotations
@@ -364,8 +365,8 @@ def complete_rows(log: ExitLog) -> int:
 
 _COLUMN_KEYS = ("vcpu", "rip")  # conditions read straight from a column
 _ROW_NS = 60  # per row and per column test (stages 1-2)
-_DECODE_NS = 600  # per row left for stage 3 (mixes memo hits and misses)
-_TEXT_NS = 1200  # per row left for stage 4
+_DECODE_NS = 1500  # per row left for stage 3 (~0.5 us with repeating encodings, ~5 us without)
+_TEXT_NS = 2500  # per row left for stage 4 (~1.5 us with repeating encodings, ~6.5 us without)
 
 
 @dataclass(frozen=True)

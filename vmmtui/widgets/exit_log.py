@@ -320,7 +320,10 @@ class ExitLogView(ScrollView, can_focus=True):
 
         result = plan.select(rows, lo, hi, cancelled=lambda: worker.is_cancelled, progress=progress)
         if result is not None and not worker.is_cancelled:
-            self.app.call_from_thread(self._filter_done, gen, lo, hi, result)
+            try:
+                self.app.call_from_thread(self._filter_done, gen, lo, hi, result)
+            except RuntimeError:  # the app closed meanwhile
+                pass
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == _FILTER_GROUP and event.state == WorkerState.ERROR:
@@ -366,6 +369,9 @@ class ExitLogView(ScrollView, can_focus=True):
         self.virtual_size = Size(self._line_width(), shown + 1)
         self._update_title()
         self._scroll_to_cursor()
+        # The new virtual size reaches the scroll limits only at the next layout:
+        # scroll again then, or the last rows can stay below the view.
+        self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()
 
     def _check_stop(self, n: int) -> None:

@@ -1,0 +1,53 @@
+"""SVG snapshots of the main screens at 80x24 and 160x48 (pytest-textual-snapshot).
+
+Update them with `pytest tests/test_tui_snapshots.py --snapshot-update` after a
+deliberate change to the screens, and look at the report before committing."""
+
+import pytest
+
+from conftest import GUESTS
+from engine.config import MachineConfig
+from vmmtui.app import make_app
+
+
+async def _settle(pilot):
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause(0.2)  # let the exit log take in the last rows before the picture
+
+
+def _app(guest, vendor="intel"):
+    return make_app(GUESTS / guest, MachineConfig(vendor=vendor))
+
+
+@pytest.mark.parametrize("vendor", ["intel", "amd"])
+def test_wide_after_the_first_exit(snap_compare, vendor):
+    async def run_before(pilot):
+        await pilot.press("n")
+        await _settle(pilot)
+
+    assert snap_compare(_app("cpuid.img", vendor), terminal_size=(160, 48), run_before=run_before)
+
+
+def test_wide_memory_guest_finished(snap_compare):
+    async def run_before(pilot):
+        await pilot.press("c")
+        await _settle(pilot)
+        await pilot.app.workers.wait_for_complete()
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(_app("memory.img", "amd"), terminal_size=(160, 48), run_before=run_before)
+
+
+@pytest.mark.parametrize("key", ["3", "2", "5", "1"])
+def test_narrow_panes(snap_compare, key):
+    async def run_before(pilot):
+        await pilot.press("n")
+        await _settle(pilot)
+        await pilot.press("n")
+        await _settle(pilot)
+        await pilot.press(key)
+        await pilot.pause()
+
+    assert snap_compare(_app("paging.img"), terminal_size=(80, 24), run_before=run_before)
