@@ -136,12 +136,12 @@ class VmmApp(App):
             yield MemoryPane(id="memory")
         yield Static(id="output")
         yield Static(id="status")
-        yield Input(id="cmdline", placeholder="command (help lists them; tab completes)", select_on_focus=False)
+        yield Input(id="cmdline", placeholder=": command (help lists them, tab completes)", select_on_focus=False,
+                    compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
         self._apply_size()
-        self.query_one("#cmdline").display = False
         self.query_one("#output").display = False
         if self.session is None:
             self._fatal(self.error or "the guest could not be loaded")
@@ -179,15 +179,15 @@ class VmmApp(App):
 
     def action_prompt(self, text: str) -> None:
         cmdline = self.query_one("#cmdline", Input)
-        cmdline.display = True
         cmdline.value = text
         cmdline.cursor_position = len(text)
-        cmdline.focus()
+        # Focus now, not after a refresh: keys typed right after ':' must land here.
+        self.screen.set_focus(cmdline)
 
     def action_dismiss(self) -> None:
-        self.query_one("#cmdline").display = False
+        self.query_one("#cmdline", Input).value = ""
         self.query_one("#output").display = False
-        self.query_one(f"#{self.active_pane}").focus()
+        self.screen.set_focus(self.query_one(f"#{self.active_pane}"))
 
     def palette_command(self, name: str) -> None:
         cmd = COMMANDS[name]
@@ -200,7 +200,7 @@ class VmmApp(App):
     def _submitted(self, event: Input.Submitted) -> None:
         line = event.value.strip()
         event.input.value = ""
-        event.input.display = False
+        self.screen.set_focus(self.query_one(f"#{self.active_pane}"))
         if line:
             self.run_line(line)
 
@@ -302,6 +302,7 @@ class VmmApp(App):
 
     def _start(self, run: Callable[[], Stop]) -> None:
         self.running = True
+        self.query_one("#output").display = False
         self.query_one("#status", Static).update(Text("running… (p pauses)", style="bold green"))
         self.sub_title = self.sub_title.split(" — running")[0] + " — running"
         self._poll = self.set_interval(0.1, self._while_running)
@@ -328,10 +329,8 @@ class VmmApp(App):
             self.session.mark_stop(stop)
             line = describe_stop(self.session, stop)
             self.query_one("#status", Static).update(line)
-            if stop.final:
-                self.notify(line.plain, title="the guest finished" if stop.reason.value not in ("error", "shutdown")
-                            else "the guest stopped", severity="error" if stop.reason.value in ("error", "shutdown")
-                            else "information", timeout=8)
+            if stop.reason.value in ("error", "shutdown"):
+                self.notify(line.plain, title="the guest stopped", severity="error", timeout=8)
         self._refresh_panes()
 
     def _while_running(self) -> None:

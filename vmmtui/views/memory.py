@@ -14,15 +14,16 @@ def read(session: Session, address: int, size: int, space: str) -> bytes:
     return session.machine.read_gva(address, size, session.vcpu)
 
 
-def memory_view(session: Session, address: int, size: int = 256, space: str = "gpa") -> Text:
-    """Rows of 16 bytes: address, hex bytes, printable characters."""
+def memory_view(session: Session, address: int, size: int = 256, space: str = "gpa", width: int = 80) -> Text:
+    """Rows of 16 bytes (8 when narrower than 78 columns): address, hex bytes, characters."""
     data = read(session, address, size, space)
+    per_row = 16 if width >= 78 else 8
     out = Text(f"{space.upper()} {address:#x} ({size} bytes)\n", style="bold")
-    for off in range(0, len(data), 16):
-        row = data[off : off + 16]
+    for off in range(0, len(data), per_row):
+        row = data[off : off + per_row]
         hexes = " ".join(f"{b:02x}" for b in row)
         chars = "".join(chr(b) if 32 <= b < 127 else "." for b in row)
         out.append(f"{address + off:010x}  ", style="cyan")
-        out.append(f"{hexes:<47}  ")
+        out.append(f"{hexes:<{3 * per_row - 1}}  ")
         out.append(chars + "\n", style="dim")
     return out

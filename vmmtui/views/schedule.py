@@ -2,7 +2,7 @@
 
 Each column of a lane covers a span of virtual time and is drawn by what the vCPU
 did in it: guest running (─), the VMM handling exits (┃, coloured by the kind of
-the exit, with the count where more than one), finished (·). Exits are found by
+the exit; taller for more exits in the column), finished (·). Exits are found by
 bisecting the exit log's time column, so a million exits cost nothing to draw.
 """
 
@@ -22,6 +22,9 @@ KIND_STYLES = (
     (("CPUID",), "cyan"),
     (("HLT",), "bright_black"),
 )
+
+
+_DENSITY = "▁▂▃▄▅▆▇█"  # 1, 2, ... 8 or more exits in one column
 
 
 def kind_style(name: str) -> str:
@@ -62,7 +65,7 @@ def schedule_view(session: Session, start: int, end: int, width: int) -> Group:
             seqs = [s for s in range(lo, min(hi, lo + 64)) if log.vcpu[s] == vcpu]
             if seqs:
                 n = hi - lo
-                glyph = "┃" if n == 1 else (str(n) if n < 10 else "+")
+                glyph = _DENSITY[min(n, len(_DENSITY)) - 1]
                 lane.append(glyph, style=kind_style(log.name(seqs[0])))
             elif finished and a >= m.time:
                 lane.append("·", style="bright_black")
@@ -71,7 +74,7 @@ def schedule_view(session: Session, start: int, end: int, width: int) -> Group:
             else:
                 lane.append("─", style="green")
         lanes.append(lane)
-    legend = Text("─ guest  ┃ exit (VMM)  · finished   ", style="dim")
+    legend = Text("─ guest  ▁▄█ exits (VMM), more is taller  · finished   ", style="dim")
     for label, style in (("io", "blue"), ("ept/npf", "magenta"), ("msr", "yellow"), ("cpuid", "cyan"),
                          ("cr", "green"), ("exc", "red")):
         legend.append("■", style=style)

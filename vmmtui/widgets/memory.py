@@ -24,4 +24,4 @@ class MemoryPane(Pane):
         self.border_title = f"memory ({space.upper()} {address:#x})"
 
     def render_view(self, session: Session):  # noqa: ANN201
-        return memory_view(session, self.address, self.size_bytes, self.space)
+        return memory_view(session, self.address, self.size_bytes, self.space, width=self.size.width or 80)
