@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from enum import IntFlag
 
+from .bits import bit_names
 from .ept import decode_eptp
 from .svm import exits as S
 from .svm.intercepts import Misc1, Misc2
@@ -29,7 +30,7 @@ from .svm.vmcb import CONTROL, SAVE
 from .vmx import exits as X
 from .vmx.fields import FIELDS, Width, width
 from .vmx.controls import (
-    EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased, bit_names,
+    EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased,
 )
 
 Context = Mapping[str, int]

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.bits import bit_names
 from engine.hostmem import HostMemory
 from engine.svm import intercepts
 from engine.svm.intercepts import Misc1, Misc2, SvmBitmaps
@@ -52,8 +53,8 @@ def test_cr_bits(svm_exit_codes_ref):
 
 def test_bit_names():
     value = Misc1.INTR | Misc1.CPUID | Misc1.HLT | Misc1.IOIO_PROT | Misc1.MSR_PROT | Misc1.SHUTDOWN
-    assert intercepts.bit_names(Misc1, value) == ["INTR", "CPUID", "HLT", "IOIO_PROT", "MSR_PROT", "SHUTDOWN"]
-    assert intercepts.bit_names(Misc2, Misc2.VMRUN | 1 << 20) == ["VMRUN", "bit20"]
+    assert bit_names(Misc1, value) == ["INTR", "CPUID", "HLT", "IOIO_PROT", "MSR_PROT", "SHUTDOWN"]
+    assert bit_names(Misc2, Misc2.VMRUN | 1 << 20) == ["VMRUN", "bit20"]
 
 
 # --- permission maps -----------------------------------------------------------

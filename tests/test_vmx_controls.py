@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.bits import bit_names
 from engine.hostmem import HostMemory
 from engine.vmx import controls
 from engine.vmx.controls import (
@@ -66,13 +67,13 @@ def test_a_teaching_vmm_primary_value():
 
 
 def test_bit_names():
-    assert controls.bit_names(PrimaryProcBased, 0x9201_9282) == [
+    assert bit_names(PrimaryProcBased, 0x9201_9282) == [
         "bit1", "HLT_EXITING", "INVLPG_EXITING", "RDTSC_EXITING", "CR3_LOAD_EXITING",
         "CR3_STORE_EXITING", "USE_IO_BITMAPS", "USE_MSR_BITMAPS", "ACTIVATE_SECONDARY_CONTROLS",
     ]
-    assert controls.bit_names(EntryControls, 0x8200) == ["IA32E_MODE_GUEST", "LOAD_IA32_EFER"]
-    assert controls.bit_names(PinBased, 0) == []
-    assert controls.bit_names(PinBased, 1 << 40) == ["bit40"]
+    assert bit_names(EntryControls, 0x8200) == ["IA32E_MODE_GUEST", "LOAD_IA32_EFER"]
+    assert bit_names(PinBased, 0) == []
+    assert bit_names(PinBased, 1 << 40) == ["bit40"]
 
 
 # --- bitmaps -------------------------------------------------------------------

@@ -23,7 +23,8 @@ from ..hostmem import HostMemory
 from ..intercept import Insn
 from ..npt import Npt
 from . import exits as S
-from .intercepts import Misc1, Misc2, SvmBitmaps, bit_names, cr_read_bit, cr_write_bit
+from ..bits import bit_names
+from .intercepts import Misc1, Misc2, SvmBitmaps, cr_read_bit, cr_write_bit
 from .vmcb import CONTROL, SAVE, Vmcb
 
 EFER_SVME = 1 << 12

@@ -15,6 +15,7 @@ from __future__ import annotations
 from enum import IntFlag
 
 from ..addresses import PAGE_SIZE, HPA
+from ..bits import MemoryBitmap
 from ..hostmem import HostMemory
 
 
@@ -89,15 +90,6 @@ class Misc2(IntFlag):
     RDPRU = 1 << 14
 
 
-def bit_names(flag_class: type[IntFlag], value: int) -> list[str]:
-    """The names of the bits set in `value`, lowest first; a bit `flag_class` does not
-    name is shown as "bit<n>"."""
-    names = {member.value: member.name for member in flag_class}
-    return [
-        names.get(1 << n, f"bit{n}") for n in range(value.bit_length()) if value >> n & 1
-    ]
-
-
 IOPM_SIZE = 3 * PAGE_SIZE
 MSRPM_SIZE = 2 * PAGE_SIZE
 
@@ -109,7 +101,7 @@ _MSRPM_RANGES = (
 )
 
 
-class SvmBitmaps:
+class SvmBitmaps(MemoryBitmap):
     """The I/O permission map (12 KiB) and the MSR permission map (8 KiB), each
     contiguous and 4 KiB-aligned, all ones at first (everything is intercepted).
 
@@ -120,7 +112,7 @@ class SvmBitmaps:
     """
 
     def __init__(self, mem: HostMemory) -> None:
-        self._view = mem.view
+        super().__init__(mem.view)
         self.iopm: HPA = mem.alloc_run(IOPM_SIZE, align=PAGE_SIZE)
         self.msrpm: HPA = mem.alloc_run(MSRPM_SIZE, align=PAGE_SIZE)
         mem.write(self.iopm, b"\xff" * IOPM_SIZE)
@@ -132,8 +124,7 @@ class SvmBitmaps:
         """Make accesses to `port` intercepted (True) or run in the guest (False)."""
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"I/O port {port:#x} is outside 0-0xFFFF")
-        addr, bit = self.iopm + (port >> 3), 1 << (port & 7)
-        self._view[addr] = self._view[addr] | bit if intercept else self._view[addr] & ~bit
+        self._store((self.iopm + (port >> 3), 1 << (port & 7)), intercept)
 
     def io_intercepted(self, port: int, size: int) -> bool:
         """Whether a `size`-byte access at `port` is intercepted: if the IOPM bit of any
@@ -158,22 +149,9 @@ class SvmBitmaps:
         """Set whether RDMSR (`read`) and WRMSR (`write`) of MSR `index` are intercepted;
         None leaves that direction as it is. MSRs outside the MSRPM's ranges are
         always intercepted and cannot be set."""
-        for is_write, intercept in ((False, read), (True, write)):
-            if intercept is None:
-                continue
-            where = self._msr_bit(index, is_write)
-            if where is None:
-                raise ValueError(
-                    f"MSR {index:#x} is outside the MSRPM (0-0x1FFF, 0xC0000000-0xC0001FFF, "
-                    "0xC0010000-0xC0011FFF): its accesses are always intercepted"
-                )
-            addr, bit = where
-            self._view[addr] = self._view[addr] | bit if intercept else self._view[addr] & ~bit
+        self._set_msr(index, read, write, "the MSRPM (0-0x1FFF, 0xC0000000-0xC0001FFF, "
+                      "0xC0010000-0xC0011FFF): its accesses are always intercepted")
 
     def msr_intercepted(self, index: int, write: bool) -> bool:
         """Whether RDMSR (write=False) or WRMSR (write=True) of MSR `index` is intercepted."""
-        where = self._msr_bit(index, write)
-        if where is None:
-            return True
-        addr, bit = where
-        return bool(self._view[addr] & bit)
+        return self._test(self._msr_bit(index, write))

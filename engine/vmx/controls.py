@@ -16,6 +16,7 @@ from __future__ import annotations
 from enum import IntFlag
 
 from ..addresses import HPA, PAGE_SIZE
+from ..bits import MemoryBitmap
 from ..hostmem import HostMemory
 
 
@@ -86,22 +87,13 @@ class EntryControls(IntFlag):
     LOAD_IA32_EFER = 1 << 15
 
 
-def bit_names(flag_class: type[IntFlag], value: int) -> list[str]:
-    """The names of the bits set in `value`, lowest first; a bit `flag_class` does not
-    name is shown as "bit<n>"."""
-    names = {member.value: member.name for member in flag_class}
-    return [
-        names.get(1 << n, f"bit{n}") for n in range(value.bit_length()) if value >> n & 1
-    ]
-
-
 _MSR_LOW = range(0x0000_0000, 0x0000_2000)
 _MSR_HIGH = range(0xC000_0000, 0xC000_2000)
 # MSR bitmap quarters, 1 KiB each: (read, write) byte offsets per MSR range.
 _MSR_READ_LOW, _MSR_READ_HIGH, _MSR_WRITE_LOW, _MSR_WRITE_HIGH = 0x000, 0x400, 0x800, 0xC00
 
 
-class VmxBitmaps:
+class VmxBitmaps(MemoryBitmap):
     """I/O bitmaps A and B and the MSR bitmap, one 4 KiB frame each, all ones at first
     (every port and every MSR access exits).
 
@@ -112,7 +104,7 @@ class VmxBitmaps:
     """
 
     def __init__(self, mem: HostMemory) -> None:
-        self._view = mem.view
+        super().__init__(mem.view)
         self.io_a: HPA = mem.alloc_frame()
         self.io_b: HPA = mem.alloc_frame()
         self.msr: HPA = mem.alloc_frame()
@@ -129,8 +121,7 @@ class VmxBitmaps:
         """Make accesses to `port` exit (True) or run in the guest (False)."""
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"I/O port {port:#x} is outside 0-0xFFFF")
-        addr, bit = self._io_bit(port)
-        self._view[addr] = self._view[addr] | bit if exits else self._view[addr] & ~bit
+        self._store(self._io_bit(port), exits)
 
     def io_exits(self, port: int, size: int) -> bool:
         """Whether a `size`-byte access at `port` exits: if the bit of any port it
@@ -163,22 +154,9 @@ class VmxBitmaps:
         """Set whether RDMSR (`read`) and WRMSR (`write`) of MSR `index` exit; None
         leaves that direction as it is. MSRs outside the bitmap's ranges always exit
         and cannot be set."""
-        for is_write, exits in ((False, read), (True, write)):
-            if exits is None:
-                continue
-            where = self._msr_bit(index, is_write)
-            if where is None:
-                raise ValueError(
-                    f"MSR {index:#x} is outside the MSR bitmap (0-0x1FFF, "
-                    "0xC0000000-0xC0001FFF): its accesses always exit"
-                )
-            addr, bit = where
-            self._view[addr] = self._view[addr] | bit if exits else self._view[addr] & ~bit
+        self._set_msr(index, read, write,
+                      "the MSR bitmap (0-0x1FFF, 0xC0000000-0xC0001FFF): its accesses always exit")
 
     def msr_exits(self, index: int, write: bool) -> bool:
         """Whether RDMSR (write=False) or WRMSR (write=True) of MSR `index` exits."""
-        where = self._msr_bit(index, write)
-        if where is None:
-            return True
-        addr, bit = where
-        return bool(self._view[addr] & bit)
+        return self._test(self._msr_bit(index, write))

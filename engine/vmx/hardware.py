@@ -13,6 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from ..bits import bit_names
 from ..controls import Controls
 from ..ept import Ept
 from ..hardware import SEGMENTS, ExitCode, GuestState, GuestStateFn, Hardware
@@ -20,7 +21,7 @@ from ..hostmem import HostMemory
 from ..intercept import Insn
 from . import exits as X
 from .controls import (
-    EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased, VmxBitmaps, bit_names,
+    EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased, VmxBitmaps,
 )
 from .fields import FIELDS, Group, group
 from .vmcs import REVISION_ID, Vmcs
