@@ -112,6 +112,11 @@ class Hardware(ABC):
     def exception_exit(self, vector: int, error_code: int | None, cr2: int) -> ExitCode:
         """The exit of a guest exception selected by the exception bitmap / intercepts."""
 
+    @abstractmethod
+    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool) -> None:
+        """The VMM reflects an exception into the guest on the next VM entry (VMX:
+        VM-entry interruption-information field; SVM: EVENTINJ)."""
+
     # -- the control structure -------------------------------------------------------
 
     @abstractmethod

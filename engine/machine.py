@@ -36,6 +36,7 @@ from . import paging
 from .addresses import PAGE_SIZE
 from .config import MachineConfig
 from .controls import Controls
+from .delivery import ERROR_CODE_VECTORS, DeliveryFailed, Event, deliver
 from .devices.bus import Bus
 from .devices.debug_exit import DEBUG_EXIT_PORT, DebugExit
 from .devices.lapic import APIC_BASE, APIC_SIZE, LocalApic
@@ -99,12 +100,6 @@ class Stop:
         return self.reason in FINAL
 
 
-class GuestFault(EngineError):
-    """The guest raised an exception the engine cannot deliver yet."""
-
-    title = "guest exception"
-
-
 class Machine:
     """One emulated machine with its VMM."""
 
@@ -147,6 +142,8 @@ class Machine:
         self._stop_on_exit = False
         self._max_exits: int | None = None
         self._fetch_fault: int | None = None
+        self._event: Event | None = None  # an interrupt or exception to take after emu_start returns
+        self.faults: list[str] = []  # deliveries that failed and escalated (#DF), for the record
         self._skip_once: tuple[int, int] | None = None
         self._sites: dict[tuple[int, int], Insn | None] = {}
         self._scanned: set[int] = set()
@@ -366,9 +363,16 @@ class Machine:
                 if error.errno == UC_ERR_INSN_INVALID and self._pending is None:
                     # Unicorn reports invalid opcodes (UD2, a VMCALL of the wrong
                     # vendor) here, never through the interrupt hook: that is #UD.
-                    self._guest_exception(v, 6, None, v.uc.reg_read(X.UC_X86_REG_RIP))
-                if self._pending is None:
+                    self._event = Event(6)
+                elif self._pending is None and self._event is None:
                     self._pending = Stop(StopReason.ERROR, message=self._describe_error(v, error))
+            if self._event is not None and self._pending is None:
+                event, self._event = self._event, None
+                self._take_event(v, event)
+                if self._pending is None:
+                    if count:
+                        return Stop(StopReason.STEP)
+                    continue
             if self._pending is not None:
                 return self._take_pending()
             if count:
@@ -477,6 +481,20 @@ class Machine:
         if not cr0 & (1 << 31):
             return self.mem.read(linear & 0xFFFF_FFFF if not self.msrs[v.index].efer & EFER_LMA else linear, size)
         return self.read_gva(linear, size, v.index)
+
+    def _write_linear(self, v: Vcpu, linear: int, data: bytes, cr0: int) -> None:
+        """Store guest data at a linear address (through the guest's tables with paging on)."""
+        if not cr0 & (1 << 31):
+            self.mem.write(linear & 0xFFFF_FFFF if not self.msrs[v.index].efer & EFER_LMA else linear, data)
+            return
+        for off in range(0, len(data)):  # bytes may straddle pages: translate each page once
+            if off and (linear + off) & (PAGE_SIZE - 1):
+                continue
+            end = min(len(data), off + PAGE_SIZE - ((linear + off) & (PAGE_SIZE - 1)))
+            w = self.translate(linear + off, v.index)
+            if w.gpa is None:
+                raise EngineError(f"guest-virtual {linear + off:#x} is not mapped: {w.fault}")
+            self.mem.write(w.gpa, data[off:end])
 
     def _guest_state(self, v: Vcpu, snap: tuple[int, ...]) -> GuestState:
         regs = {name: snap[i] for name, i in _I.items()}
@@ -865,21 +883,107 @@ class Machine:
     # -- exceptions --------------------------------------------------------------------
 
     def _on_interrupt(self, uc, intno, v) -> None:  # noqa: ANN001
-        rip = uc.reg_read(X.UC_X86_REG_RIP)
-        if intno == 3:
-            rip -= 1  # Unicorn reports INT3 with RIP past it; the exit names the instruction
-        self._guest_exception(v, intno, None, rip)
+        """Unicorn raised an interrupt or exception: take it outside the emulation."""
+        if self._pending is not None and self._pending.final:
+            return
+        snap = v.snapshot()
+        rip = snap[0]
+        linear = self._code_bits(v, snap)[0] + rip
+        before = self._read_linear(v, linear - 2, 2, snap[_CR0]) if linear >= 2 else b""
+        software = (before == bytes((0xCD, intno)) or (intno == 3 and before[-1:] == b"\xcc")
+                    or (intno == 4 and before[-1:] == b"\xce"))
+        error_code = None
+        if not software and intno in ERROR_CODE_VECTORS:
+            error_code = self._page_fault_error(v, snap) if intno == 14 else 0
+        self._event = Event(intno, error_code, software)
+        uc.emu_stop()
 
     def _guest_exception(self, v: Vcpu, vector: int, error_code: int | None, rip: int) -> None:
-        snap = v.snapshot()
-        seq = None
-        if self.hw.exception_exits(vector, error_code or 0):
-            code = self.hw.exception_exit(vector, error_code, snap[_I["cr2"]])
-            seq = self._exit(v, code, rip, 0, snap, aux1=error_code or 0)
-        self._request_stop(v, Stop(
-            StopReason.ERROR, exit_seq=seq,
-            message=f"guest exception vector {vector} at RIP {rip:#x}: delivery of exceptions to the "
-                    "guest's own handlers is not built yet"))
+        """An exception the VMM raises for the guest (a #GP for an MSR it does not have)."""
+        self._event = Event(vector, error_code)
+        v.uc.emu_stop()
+
+    def _page_fault_error(self, v: Vcpu, snap: tuple[int, ...]) -> int:
+        """The #PF error code Unicorn does not give: from the guest's walk of CR2 and the
+        faulting instruction's access (SDM "Page-Fault Exception (#PF)")."""
+        cr2 = snap[_I["cr2"]]
+        write = self._instruction_writes(v, snap)
+        fetch = (self._code_bits(v, snap)[0] + snap[0]) == cr2
+        walk = paging.walk(self.mem.read, cr2, cr0=snap[_CR0], cr3=snap[_I["cr3"]], cr4=snap[_I["cr4"]],
+                           efer=self.msrs[v.index].efer, write=write, user=(snap[_CS] & 3) == 3, fetch=fetch)
+        if walk.error_code is not None:
+            return walk.error_code
+        return (2 if write else 0) | (4 if (snap[_CS] & 3) == 3 else 0)
+
+    def _instruction_writes(self, v: Vcpu, snap: tuple[int, ...]) -> bool:
+        """Whether the instruction at RIP writes memory (Capstone's operand access)."""
+        from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+        from capstone.x86 import X86_OP_MEM
+
+        cs_base, bits = self._code_bits(v, snap)
+        md = Cs(CS_ARCH_X86, {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}[bits])
+        md.detail = True
+        try:
+            code = self._read_linear(v, cs_base + snap[0], 15, snap[_CR0])
+        except EngineError:
+            return False
+        for insn in md.disasm(code, snap[0], count=1):
+            if any(op.type == X86_OP_MEM and op.access & CS_AC_WRITE for op in insn.operands):
+                return True
+            return insn.mnemonic.startswith(("push", "call", "stos", "movs"))
+        return False
+
+    def _take_event(self, v: Vcpu, event: Event) -> None:
+        """An exception or interrupt happened in the guest: exit if the exception
+        bitmap / intercepts select it (the VMM then reflects it by event injection),
+        and deliver it to the guest's handler; a failed delivery escalates to #DF, and
+        a failed #DF to a triple fault (shutdown)."""
+        while True:
+            snap = v.snapshot()
+            rip = snap[0]
+            length = 0
+            if event.software:
+                length = 1 if event.vector in (3, 4) else 2
+                rip -= length
+            exception = not event.software or event.vector in (3, 4)
+            if exception and self.hw.exception_exits(event.vector, event.error_code or 0):
+                code = self.hw.exception_exit(event.vector, event.error_code, snap[_I["cr2"]])
+                seq = self._exit(v, code, rip, length, snap, event.error_code or 0)
+                self.hw.inject(v.index, event.vector, event.error_code, event.software)
+                self._after_exit(v, seq, None)
+            try:
+                self._deliver(v, snap, event)
+                return
+            except DeliveryFailed as failure:
+                if event.vector == 8:
+                    code = self.hw.simple_exit("shutdown")
+                    seq = self._exit(v, code, rip, 0, snap)
+                    self._pending = Stop(StopReason.SHUTDOWN, exit_seq=seq,
+                                         message=f"triple fault: #DF could not be delivered ({failure})")
+                    return
+                self.faults.append(f"vector {event.vector} at {rip:#x}: {failure}; delivering #DF")
+                event = Event(8, 0)
+
+    def _deliver(self, v: Vcpu, snap: tuple[int, ...], event: Event) -> None:
+        cr0 = snap[_CR0]
+        efer = self.msrs[v.index].efer
+        mode = "real" if not cr0 & CR0_PE else "long" if efer & EFER_LMA else "protected"
+        ss_base, _limit, ss_attrs = self._segment_info(v, snap[_I["ss"]], cr0)
+
+        def read(linear: int, size: int) -> bytes:
+            try:
+                return self._read_linear(v, linear, size, cr0)
+            except EngineError as e:
+                raise DeliveryFailed(str(e)) from None
+
+        def write(linear: int, data: bytes) -> None:
+            try:
+                self._write_linear(v, linear, data, cr0)
+            except (EngineError, ValueError) as e:
+                raise DeliveryFailed(f"cannot push the frame: {e}") from None
+
+        deliver(v.uc, event, mode, read, write, ss_base, bool(ss_attrs & (1 << 14)))
+        self._segment_cache.clear()
 
     # -- devices ------------------------------------------------------------------------
 

@@ -187,28 +187,68 @@ def test_unknown_mmio_reads_all_ones_and_drops_writes(tmp_path, vendor):
     assert [e.qualification["write"] for e in slat] == [True, False]
 
 
+# IVT[6] -> 0000:7C20, where a handler ends the run with status 0x66; then UD2.
+UD_WITH_HANDLER = (bytes.fromhex("c7061800207c" "c7061a000000" "0f0b") + CLI_HLT).ljust(0x20, b"\x90") \
+    + bytes.fromhex("b066e6f4") + CLI_HLT
+
+
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_exception_bitmap_selects_ud(tmp_path, vendor):
-    m = _machine(tmp_path, bytes.fromhex("0f0b") + CLI_HLT, vendor, exits=["ud=on"])
+@pytest.mark.parametrize("ud_exits", [True, False])
+def test_ud_reaches_the_guest_handler_and_exits_when_selected(tmp_path, vendor, ud_exits):
+    m = _machine(tmp_path, UD_WITH_HANDLER, vendor, exits=["ud=on"] if ud_exits else [])
     stop = m.run()
-    assert stop.reason.value == "error"
-    e = m.exits[0]
-    assert e.rip == 0x7C00
+    assert (stop.reason.value, stop.status) == ("debug-exit", 0x66)  # the guest's own #UD handler ran
+    # SP was 0 at entry: IP, CS, FLAGS pushed at 0000:FFFA
+    assert m.read_gpa(0xFFFA, 6) == bytes.fromhex("0c7c00000200")
+    assert m.registers()["rsp"] & 0xFFFF == 0xFFFA
+    excs = [e for e in m.exits if e.name in ("EXCEPTION_NMI", "EXCP_6")]
+    if not ud_exits:
+        assert excs == []
+        return
+    (e,) = excs
+    assert e.rip == 0x7C0C
     if vendor == "intel":
-        assert e.reason == 0 and e.name == "EXCEPTION_NMI"
-        assert e.info2 == 0x8000_0306  # valid, hardware exception, vector 6
+        assert e.reason == 0 and e.info2 == 0x8000_0306  # valid, hardware exception, vector 6
         assert e.qualification["vector"] == 6 and e.qualification["type"] == "hardware-exception"
+        assert m.structure().read("VM_ENTRY_INTR_INFO_FIELD") == 0x8000_0306  # reflected by injection
     else:
         assert e.reason == 0x46 and e.name == "EXCP_6"
-    # Without the control the exception is not an exit.
-    m2 = _machine(tmp_path, bytes.fromhex("0f0b") + CLI_HLT, vendor)
-    assert m2.run().reason.value == "error" and len(m2.exits) == 0
+        assert m.structure().read("EVENTINJ") == 0x8000_0306
 
 
 def test_wrong_vendor_hypercall_is_ud(tmp_path):
-    m = _machine(tmp_path, bytes.fromhex("0f01d9") + CLI_HLT, "intel", exits=["ud=on"])  # VMMCALL on Intel
-    m.run()
+    code = UD_WITH_HANDLER.replace(bytes.fromhex("0f0b"), bytes.fromhex("0f01d9"), 1)  # VMMCALL on Intel
+    m = _machine(tmp_path, code, "intel", exits=["ud=on"])
+    assert m.run().status == 0x66
     assert m.exits[0].qualification["vector"] == 6
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_int_n_and_divide_error_go_to_the_ivt(tmp_path, vendor):
+    # IVT[0x40] -> 7C30 (iret), IVT[0] -> 7C38 (skip the 2-byte DIV: add word [sp], 2; iret);
+    # int 0x40; xor cx,cx; div cx; out 0xf4 <- 0x21
+    code = bytes.fromhex("c70600013 07c c70602010000".replace(" ", "")) + bytes.fromhex(
+        "c7060000387c" "c70602000000" "cd40" "31c9" "f7f1" "b021e6f4") + CLI_HLT
+    code = code.ljust(0x30, b"\x90") + bytes.fromhex("cf").ljust(8, b"\x90") + bytes.fromhex(
+        "89e5" "8346 0002".replace(" ", "") + "cf")
+    m = _machine(tmp_path, code, vendor, exits=["de=on"])
+    stop = m.run()
+    assert (stop.reason.value, stop.status) == ("debug-exit", 0x21)
+    (e,) = [e for e in m.exits if e.name in ("EXCEPTION_NMI", "EXCP_0")]
+    assert e.qualification["vector"] == 0 and e.rip == 0x7C1C  # the DIV
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_undeliverable_exception_is_a_triple_fault(tmp_path, vendor):
+    # lidt [0x7C20] with limit 0, then UD2: #UD cannot be delivered, nor #DF: shutdown.
+    code = (bytes.fromhex("0f011e207c" "0f0b") + CLI_HLT).ljust(0x20, b"\x90") + bytes(6)
+    m = _machine(tmp_path, code, vendor)
+    stop = m.run()
+    assert stop.reason.value == "shutdown"
+    e = m.exits[stop.exit_seq]
+    assert (e.reason, e.name) == ((2, "TRIPLE_FAULT") if vendor == "intel" else (0x7F, "SHUTDOWN"))
+    assert "triple fault" in stop.message
+    assert m.faults and "delivering #DF" in m.faults[0]
 
 
 @pytest.mark.parametrize("vendor", VENDORS)

@@ -173,17 +173,19 @@ def test_bad_image_shows_a_message_in_the_app(tmp_path):
     run(go())
 
 
-def test_guest_exception_is_a_message_not_a_crash(tmp_path):
+def test_triple_fault_is_a_message_not_a_crash(tmp_path):
     image = tmp_path / "ud.img"
-    image.write_bytes(bytes.fromhex("0f0b").ljust(510, b"\0") + b"\x55\xaa")
+    # lidt with limit 0, then UD2: neither #UD nor #DF can be delivered.
+    code = bytes.fromhex("0f011e207c0f0bfaf4").ljust(0x20, b"\x90") + bytes(6)
+    image.write_bytes(code.ljust(510, b"\0") + b"\x55\xaa")
 
     async def go():
         app = make_app(image)
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press("c")
             await _settle(app, pilot)
-            assert app.session.last_stop.reason.value == "error"
-            assert "guest exception vector 6" in _static(app.query_one("#status"))
+            assert app.session.last_stop.reason.value == "shutdown"
+            assert "triple fault" in _static(app.query_one("#status"))
             await pilot.press("c")  # the machine has finished: continuing says so again
             await _settle(app, pilot)
     run(go())

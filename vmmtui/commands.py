@@ -144,6 +144,8 @@ def describe_stop(session: Session, stop: Stop) -> Text:
         summary = exit_row_text(e, session.machine.vendor)
         if summary:
             text.append(f" {summary}", style="dim")
+        if stop.reason in (StopReason.SHUTDOWN, StopReason.ERROR) and stop.message:
+            text.append(f" — {stop.message}")
     elif stop.message:
         text.append(f" — {stop.message}")
     text.append(f"  [rip {session.machine.registers(session.vcpu)['rip']:#x}, {len(session.machine.exits)} exits]",

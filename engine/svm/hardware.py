@@ -147,6 +147,13 @@ class SvmHardware(Hardware):
     def exception_exit(self, vector: int, error_code: int | None, cr2: int) -> ExitCode:
         return ExitCode(S.EXCP_BASE + vector, error_code or 0, cr2 if vector == 14 else 0)
 
+    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool) -> None:
+        vmcb = self.structure(vcpu)
+        kind = S.EventType.SOFTWARE_INTERRUPT if software and vector not in (3, 4) else S.EventType.EXCEPTION
+        value = S.eventinj(vector=vector, type=kind, error_code=error_code)
+        vmcb.write("EVENTINJ", value & 0xFFFF_FFFF)
+        vmcb.write("EVENTINJ_ERR", value >> 32)
+
     # -- the VMCB at an exit ----------------------------------------------------------
 
     def record_exit(self, vcpu: int, code: ExitCode, rip: int, length: int, state: GuestStateFn) -> None:

@@ -209,6 +209,14 @@ class VmxHardware(Hardware):
         # For #PF the exit qualification is the faulting linear address (SDM "Exit Qualification").
         return ExitCode(X.EXCEPTION_NMI, cr2 if vector == 14 else 0, info)
 
+    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool) -> None:
+        kind = X.InterruptionType.SOFTWARE_EXCEPTION if software else X.InterruptionType.HARDWARE_EXCEPTION
+        vmcs = self.vmcs[vcpu]
+        vmcs.write("VM_ENTRY_INTR_INFO_FIELD",
+                   X.interruption_info(vector=vector, type=kind, error_code_valid=error_code is not None))
+        vmcs.write("VM_ENTRY_EXCEPTION_ERROR_CODE", error_code or 0)
+        vmcs.write("VM_ENTRY_INSTRUCTION_LEN", 1 if software and vector in (3, 4) else 0)
+
     # -- the VMCS at an exit ----------------------------------------------------------
 
     def record_exit(self, vcpu: int, code: ExitCode, rip: int, length: int, state: GuestStateFn) -> None:
