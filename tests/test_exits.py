@@ -273,3 +273,16 @@ def test_step_and_pause():
     m.pause()
     assert m.run().reason.value == "pause"
     assert m.run().reason.value == "debug-exit"
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_rdmsr_of_an_msr_the_machine_lacks_is_gp_in_the_guest(tmp_path, vendor):
+    # IVT[13] -> 0000:7C20 (status 0x0D); mov ecx,0x12345; rdmsr
+    code = (bytes.fromhex("c70634 00207c c706360000 00".replace(" ", "")) + bytes.fromhex(
+        "66b945230100" "0f32") + CLI_HLT).ljust(0x20, b"\x90") + bytes.fromhex("b00de6f4") + CLI_HLT
+    m = _machine(tmp_path, code, vendor, exits=["gp=on"])
+    stop = m.run()
+    assert stop.status == 0x0D
+    msr, gp = [e for e in m.exits if e.qualification.get("port") != 0xF4]
+    assert msr.qualification["msr"] == 0x12345 and gp.qualification["vector"] == 13
+    assert gp.rip == msr.rip == 0x7C12 and gp.qualification["error_code"] == 0
