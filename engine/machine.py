@@ -36,7 +36,7 @@ from . import paging
 from .addresses import PAGE_SIZE
 from .config import MachineConfig
 from .controls import Controls
-from .delivery import ERROR_CODE_VECTORS, DeliveryFailed, Event, deliver
+from .delivery import ERROR_CODE_VECTORS, DeliveryFailed, Event, deliver, escalate
 from .devices.bus import Bus
 from .devices.debug_exit import DEBUG_EXIT_PORT, DebugExit
 from .devices.lapic import APIC_BASE, APIC_SIZE, LocalApic
@@ -62,6 +62,11 @@ _I = SNAP  # snapshot indices
 _CS, _CR0, _RAX, _RCX = SNAP["cs"], SNAP["cr0"], SNAP["rax"], SNAP["rcx"]
 _MASK = {16: 0xFFFF, 32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
 _FLAGS_IF = 1 << 9
+# The 64-bit register a 16- or 32-bit register name is part of (for Capstone's names).
+_FULL_REGISTER = {
+    **{f"{p}{r}": f"r{r}" for r in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp") for p in ("", "e")},
+    **{f"r{n}{s}": f"r{n}" for n in range(8, 16) for s in ("w", "d")},
+}
 _NOT_CODE_PROT = UC_PROT_READ | UC_PROT_WRITE  # RAM before its first fetch is scanned
 
 
@@ -144,6 +149,8 @@ class Machine:
         self._fetch_fault: int | None = None
         self._event: Event | None = None  # an interrupt or exception to take after emu_start returns
         self.faults: list[str] = []  # deliveries that failed and escalated (#DF), for the record
+        self._ring0_templates: dict[tuple[int, str], Any] = {}
+        self._templates_missing = True
         self._skip_once: tuple[int, int] | None = None
         self._sites: dict[tuple[int, int], Insn | None] = {}
         self._scanned: set[int] = set()
@@ -420,6 +427,8 @@ class Machine:
         seq = self.exits.append(v.index, self.time, code.reason, rip, length, code.info1, code.info2,
                                 aux1, aux2)
         self.hw.record_exit(v.index, code, rip, length, partial(self._guest_state, v, snap))
+        if self._templates_missing and snap[_CR0] & CR0_PE and not snap[_CS] & 3:
+            self._keep_ring0_template(v, snap)
         for listener in self._exit_listeners:
             listener(seq, v.index, snap)
         return seq
@@ -894,8 +903,10 @@ class Machine:
                     or (intno == 4 and before[-1:] == b"\xce"))
         error_code = None
         if not software and intno in ERROR_CODE_VECTORS:
-            error_code = self._page_fault_error(v, snap) if intno == 14 else 0
-        self._event = Event(intno, error_code, software)
+            error_code = (self._page_fault_error(v, snap) if intno == 14
+                          else self._selector_error(v, snap) if intno in (10, 11, 12, 13) else 0)
+        # CR2 is right only here, inside the hook (DESIGN.md): keep it with the event.
+        self._event = Event(intno, error_code, software, snap[_I["cr2"]] if intno == 14 and not software else None)
         uc.emu_stop()
 
     def _guest_exception(self, v: Vcpu, vector: int, error_code: int | None, rip: int) -> None:
@@ -915,10 +926,9 @@ class Machine:
             return walk.error_code
         return (2 if write else 0) | (4 if (snap[_CS] & 3) == 3 else 0)
 
-    def _instruction_writes(self, v: Vcpu, snap: tuple[int, ...]) -> bool:
-        """Whether the instruction at RIP writes memory (Capstone's operand access)."""
-        from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
-        from capstone.x86 import X86_OP_MEM
+    def _faulting_instruction(self, v: Vcpu, snap: tuple[int, ...]) -> Any:
+        """The instruction at RIP, decoded by Capstone with operand details (or None)."""
+        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 
         cs_base, bits = self._code_bits(v, snap)
         md = Cs(CS_ARCH_X86, {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}[bits])
@@ -926,12 +936,40 @@ class Machine:
         try:
             code = self._read_linear(v, cs_base + snap[0], 15, snap[_CR0])
         except EngineError:
+            return None
+        return next(md.disasm(code, snap[0], count=1), None)
+
+    def _instruction_writes(self, v: Vcpu, snap: tuple[int, ...]) -> bool:
+        """Whether the instruction at RIP writes memory (Capstone's operand access)."""
+        from capstone import CS_AC_WRITE
+        from capstone.x86 import X86_OP_MEM
+
+        insn = self._faulting_instruction(v, snap)
+        if insn is None:
             return False
-        for insn in md.disasm(code, snap[0], count=1):
-            if any(op.type == X86_OP_MEM and op.access & CS_AC_WRITE for op in insn.operands):
-                return True
-            return insn.mnemonic.startswith(("push", "call", "stos", "movs"))
-        return False
+        if any(op.type == X86_OP_MEM and op.access & CS_AC_WRITE for op in insn.operands):
+            return True
+        return insn.mnemonic.startswith(("push", "call", "stos", "movs"))
+
+    def _selector_error(self, v: Vcpu, snap: tuple[int, ...]) -> int:
+        """The error code of a #GP / #NP / #SS / #TS raised by loading a selector (SDM
+        "Error Code": the selector index with TI; 0 when no selector is involved). Unicorn
+        gives none: found from the instruction that faulted (MOV / POP to a segment
+        register, or a far JMP / CALL with an immediate selector)."""
+        from capstone.x86 import X86_OP_IMM, X86_OP_REG
+
+        insn = self._faulting_instruction(v, snap)
+        if insn is None:
+            return 0
+        ops = insn.operands
+        if insn.mnemonic == "mov" and len(ops) == 2 and ops[0].type == X86_OP_REG \
+                and insn.reg_name(ops[0].reg) in ("es", "ss", "ds", "fs", "gs") and ops[1].type == X86_OP_REG:
+            name = insn.reg_name(ops[1].reg)
+            full = _FULL_REGISTER.get(name, name)
+            return self.registers(v.index).get(full, 0) & 0xFFFC
+        if insn.mnemonic in ("ljmp", "lcall") and ops and ops[0].type == X86_OP_IMM:
+            return ops[0].imm & 0xFFFC
+        return 0
 
     def _take_event(self, v: Vcpu, event: Event) -> None:
         """An exception or interrupt happened in the guest: exit if the exception
@@ -940,6 +978,8 @@ class Machine:
         a failed #DF to a triple fault (shutdown)."""
         while True:
             snap = v.snapshot()
+            if not snap[_CR0] & CR0_PE and event.error_code is not None:
+                event = replace(event, error_code=None)  # real mode pushes no error codes
             rip = snap[0]
             length = 0
             if event.software:
@@ -947,7 +987,8 @@ class Machine:
                 rip -= length
             exception = not event.software or event.vector in (3, 4)
             if exception and self.hw.exception_exits(event.vector, event.error_code or 0):
-                code = self.hw.exception_exit(event.vector, event.error_code, snap[_I["cr2"]])
+                code = self.hw.exception_exit(event.vector, event.error_code,
+                                              snap[_I["cr2"]] if event.cr2 is None else event.cr2)
                 seq = self._exit(v, code, rip, length, snap, event.error_code or 0)
                 self.hw.inject(v.index, event.vector, event.error_code, event.software)
                 self._after_exit(v, seq, None)
@@ -955,14 +996,52 @@ class Machine:
                 self._deliver(v, snap, event)
                 return
             except DeliveryFailed as failure:
-                if event.vector == 8:
+                following = escalate(event, failure.fault)
+                if following is None:
                     code = self.hw.simple_exit("shutdown")
                     seq = self._exit(v, code, rip, 0, snap)
                     self._pending = Stop(StopReason.SHUTDOWN, exit_seq=seq,
                                          message=f"triple fault: #DF could not be delivered ({failure})")
                     return
-                self.faults.append(f"vector {event.vector} at {rip:#x}: {failure}; delivering #DF")
-                event = Event(8, 0)
+                self.faults.append(f"vector {event.vector:#x} at {rip:#x}: {failure}; "
+                                   f"delivering vector {following.vector:#x}")
+                if event.software:
+                    # A fault raised by INT n names the INT instruction: back to it.
+                    v.uc.reg_write(X.UC_X86_REG_RIP, rip)
+                event = following
+
+    def _keep_ring0_template(self, v: Vcpu, snap: tuple[int, ...]) -> None:
+        """Save a CPU context at CPL 0 in protected / long mode, once per mode."""
+        mode = "long" if self.msrs[v.index].efer & EFER_LMA else "protected"
+        key = (v.index, mode)
+        if key not in self._ring0_templates:
+            self._ring0_templates[key] = v.uc.context_save()
+            self._templates_missing = len(self._ring0_templates) < 2 * len(self.vcpus)
+
+    def _to_ring0(self, v: Vcpu, mode: str) -> bool:
+        """Put the vCPU at CPL 0 keeping its registers: restore the saved CPL-0 context
+        and write the current state back over it (segments are the caller's)."""
+        template = self._ring0_templates.get((v.index, mode))
+        if template is None:
+            return False
+        uc = v.uc
+        regs = v.registers()
+        tables = {r: uc.reg_read(r) for r in (X.UC_X86_REG_GDTR, X.UC_X86_REG_IDTR, X.UC_X86_REG_TR,
+                                              X.UC_X86_REG_LDTR)}
+        ds, es, fs, gs = regs["ds"], regs["es"], regs["fs"], regs["gs"]
+        uc.context_restore(template)
+        uc.reg_write(X.UC_X86_REG_CR4, regs["cr4"])
+        uc.msr_write(0xC000_0080, self.msrs[v.index].efer)
+        uc.reg_write(X.UC_X86_REG_CR3, regs["cr3"])
+        uc.reg_write(X.UC_X86_REG_CR0, regs["cr0"])
+        for reg, value in tables.items():
+            uc.reg_write(reg, value)
+        for name in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "rip", "rflags", "cr2",
+                     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"):
+            v.set_reg(name, regs[name])
+        for name, value in (("ds", ds), ("es", es), ("fs", fs), ("gs", gs)):
+            v.set_reg(name, value)
+        return True
 
     def _deliver(self, v: Vcpu, snap: tuple[int, ...], event: Event) -> None:
         cr0 = snap[_CR0]
@@ -982,7 +1061,9 @@ class Machine:
             except (EngineError, ValueError) as e:
                 raise DeliveryFailed(f"cannot push the frame: {e}") from None
 
-        deliver(v.uc, event, mode, read, write, ss_base, bool(ss_attrs & (1 << 14)))
+        deliver(v.uc, event, mode, read, write, ss_base, bool(ss_attrs & (1 << 14)),
+                partial(self._to_ring0, v, mode))
+        v.exception_delivered()
         self._segment_cache.clear()
 
     # -- devices ------------------------------------------------------------------------

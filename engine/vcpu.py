@@ -120,6 +120,14 @@ class RegisterWriter:
         self._fn(self._uch, self._ids, self._ptrs, self._n)
 
 
+# Unicorn's CPU model (QEMU) remembers the last contributory fault it raised in
+# CPUX86State.old_exception, to turn a second one into #DF (SDM "Exception
+# Classes"); QEMU resets it when it finishes delivering, which under Unicorn never
+# happens because the engine delivers events itself. Its offset in the context
+# blob of Unicorn 2.1.4 (pinned; tests/test_units.py checks it).
+_OLD_EXCEPTION_OFFSET = 5536
+
+
 class Vcpu:
     """A virtual CPU: one Unicorn instance mapping the machine's host frames."""
 
@@ -150,6 +158,12 @@ class Vcpu:
         regs = dict(zip(SNAPSHOT_REGS, self.snapshot()))
         regs["efer"] = self.efer
         return regs
+
+    def exception_delivered(self) -> None:
+        """Tell the CPU model an exception was delivered, so the next fault is not a #DF."""
+        ctx = self.uc.context_save()
+        ctypes.memmove(ctx.context.value + _OLD_EXCEPTION_OFFSET, b"\xff\xff\xff\xff", 4)
+        self.uc.context_restore(ctx)
 
     def read_msr(self, index: int) -> int:
         """An MSR as Unicorn holds it."""

@@ -49,6 +49,9 @@ GUESTS = (
     Guest("memory.img", "memory.S", "raw"),
     Guest("hello32.elf", "hello32.S", "elf32"),
     Guest("hello64.elf", "hello64.S", "elf64"),
+    Guest("exceptions.img", "exceptions.S", "raw"),
+    Guest("timer.img", "timer.S", "raw"),
+    Guest("smp.img", "smp.S", "raw"),
     # Benchmark guests (bench/): one sector each, the loop count at offset 0x1F8.
     Guest("bench_loop.img", "bench_loop.S", "raw"),
     Guest("bench_out.img", "bench_out.S", "raw"),

@@ -248,7 +248,9 @@ def test_undeliverable_exception_is_a_triple_fault(tmp_path, vendor):
     e = m.exits[stop.exit_seq]
     assert (e.reason, e.name) == ((2, "TRIPLE_FAULT") if vendor == "intel" else (0x7F, "SHUTDOWN"))
     assert "triple fault" in stop.message
-    assert m.faults and "delivering #DF" in m.faults[0]
+    # #UD finds no IVT entry: #GP; nor does #GP (contributory after contributory): #DF; then nothing.
+    assert m.faults == ["vector 0x6 at 0x7c05: IVT entry 0x6 is past the IDTR limit 0x0; delivering vector 0xd",
+                        "vector 0xd at 0x7c05: IVT entry 0xd is past the IDTR limit 0x0; delivering vector 0x8"]
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
@@ -285,4 +287,6 @@ def test_rdmsr_of_an_msr_the_machine_lacks_is_gp_in_the_guest(tmp_path, vendor):
     assert stop.status == 0x0D
     msr, gp = [e for e in m.exits if e.qualification.get("port") != 0xF4]
     assert msr.qualification["msr"] == 0x12345 and gp.qualification["vector"] == 13
-    assert gp.rip == msr.rip == 0x7C12 and gp.qualification["error_code"] == 0
+    assert gp.rip == msr.rip == 0x7C12
+    # Real mode pushes no error code: Intel says so in the interruption information, AMD gives 0.
+    assert gp.qualification.get("error_code") == (None if vendor == "intel" else 0)

@@ -9,7 +9,8 @@ import pytest
 from conftest import GUESTS
 
 IMAGES = ["hello.img", "cpuid.img", "hypercall.img", "paging.img", "memory.img",
-          "hello32.elf", "hello64.elf"]
+          "hello32.elf", "hello64.elf", "exceptions.img", "timer.img", "smp.img",
+          "bench_loop.img", "bench_out.img", "bench_cpuid.img"]
 
 
 @pytest.mark.skipif(shutil.which("as") is None or shutil.which("ld") is None,

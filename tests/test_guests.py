@@ -201,3 +201,37 @@ def test_elf_guests(vendor, image, text):
     chars, rest = _check_console(machine)
     assert chars == text
     assert len(rest) == 1 and rest[0].qualification["port"] == 0xF4
+
+
+EXCEPTIONS_OUT = (GUESTS.parent / "tests" / "expected_exceptions.txt").read_text()
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_exceptions_guest_handlers_in_every_mode(vendor):
+    """#DE #UD #GP #PF #BP and INT n in real, protected (also from ring 3) and long mode."""
+    machine, stop = run_guest(GUESTS / "exceptions.img", vendor)
+    assert machine.serial.decode() == EXCEPTIONS_OUT  # what QEMU prints (tests/expected_exceptions.txt)
+    assert (stop.reason.value, stop.status) == ("debug-exit", 0)
+    # The real-mode #GP is an INT 0x40 past the IVT limit the guest set: a fault of the delivery itself.
+    assert machine.faults == ["vector 0x40 at 0x7e56: IVT entry 0x40 is past the IDTR limit 0xff; "
+                              "delivering vector 0xd"]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_exceptions_guest_with_the_exception_bitmap(vendor):
+    controls = [f"{name}=on" for name in ("de", "ud", "gp", "pf", "bp")]
+    machine, stop = run_guest(GUESTS / "exceptions.img", vendor, exits=controls)
+    assert machine.serial.decode() == EXCEPTIONS_OUT and stop.status == 0
+    exc = [e for e in machine.exits if e.name == "EXCEPTION_NMI" or e.name.startswith("EXCP_")]
+    vectors = [e.qualification["vector"] for e in exc]
+    assert vectors == [0, 6, 13, 3] + [0, 6, 13, 14, 3, 13] + [0, 6, 13, 14, 3]
+    pf = [e for e in exc if e.qualification["vector"] == 14]
+    assert [e.qualification["cr2"] for e in pf] == [0x40000ABC, 0x100ABC]
+    assert [e.qualification["error_code"] for e in pf] == [2, 3]
+    gp = [e.qualification.get("error_code") for e in exc if e.qualification["vector"] == 13]
+    if vendor == "intel":
+        assert all(e.reason == 0 for e in exc)
+        assert gp == [None, 0x58, 0, 0]  # real mode: no error code (bit 11 of the information clear)
+    else:
+        assert [e.reason for e in exc] == [0x40 + v for v in vectors]
+        assert gp == [0, 0x58, 0, 0]  # EXITINFO1 is 0 where no error code exists

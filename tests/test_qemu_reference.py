@@ -30,7 +30,8 @@ def _on_qemu(image):
 IDENTITY = ("cpuid: vendor", "hypervisor:", "hypercall:")
 
 
-@pytest.mark.parametrize("name", ["hello.img", "paging.img", "memory.img", "cpuid.img", "hello32.elf"])
+@pytest.mark.parametrize("name", ["hello.img", "paging.img", "memory.img", "cpuid.img", "hello32.elf",
+                                  "exceptions.img"])
 def test_same_output_as_qemu(name):
     qemu_out, qemu_status = _on_qemu(GUESTS / name)
     machine, stop = run_guest(GUESTS / name)

@@ -122,3 +122,21 @@ def test_fast_register_writer_agrees_with_the_wrapper():
     v = Vcpu(0, HostMemory(2 << 20))
     v.write_abcd(1, 0x2222_0000_0000, 3, (1 << 64) - 1)
     assert [v.reg(n) for n in ("rax", "rbx", "rcx", "rdx")] == [1, 0x2222_0000_0000, 3, (1 << 64) - 1]
+
+
+def test_two_faults_in_a_row_are_not_a_double_fault_once_delivered():
+    """Pins the offset of QEMU's old_exception in Unicorn's context (engine/vcpu.py)."""
+    from unicorn import UC_HOOK_INTR, UC_PROT_ALL
+    from unicorn import x86_const as X
+
+    mem = HostMemory(2 << 20)
+    v = Vcpu(0, mem)
+    v.uc.mem_map_ptr(0, 2 << 20, UC_PROT_ALL, mem.pointer(0))
+    mem.write(0x1000, bytes.fromhex("31c9f7f1" "31c9f7f1" "90909090"))  # xor ecx,ecx; div ecx; twice
+    seen = []
+    v.uc.hook_add(UC_HOOK_INTR, lambda uc, n, _: (seen.append(n), uc.emu_stop()))
+    v.uc.emu_start(0x1000, 0x2000)
+    v.exception_delivered()
+    v.uc.reg_write(X.UC_X86_REG_RIP, 0x1004)
+    v.uc.emu_start(0x1004, 0x2000)
+    assert seen == [0, 0]  # without exception_delivered() the second is 8 (#DF)
