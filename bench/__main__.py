@@ -1,4 +1,4 @@
-"""The bench runner: `python -m bench` (full) or `python -m bench --quick` (< ~60 s).
+"""The bench runner: `python -m bench` (full) or `python -m bench --quick` (< ~90 s).
 
 Runs every workload of bench.figures.plan() in its own child process
 (`python -m bench.worker ...`), interleaving the jobs of a group round by round,
@@ -97,9 +97,11 @@ def run_job(job: Job, timeout: float) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure vmmtui's engine against raw Unicorn and real KVM; print a table, write results.json.",
+        description="Measure vmmtui's engine against raw Unicorn and real KVM, and its TUI; print a table, "
+                    "write results.json.",
         epilog="example: python -m bench --quick   (see bench/README.md for what each figure means)")
-    parser.add_argument("--quick", action="store_true", help="smaller workloads: the whole run in under ~60 s")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller workloads, fewer runs of the exit-log pane: the whole run in under ~90 s")
     parser.add_argument("--out", type=Path, default=report.RESULTS, metavar="FILE",
                         help=f"where to write the results (default: {report.RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
@@ -122,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_job(job, CHILD_TIMEOUT[mode])
                 samples[job.key].append(result)
                 done += 1
-                status = result.get("invalid") or result.get("skipped") or (
-                    f"{result['elapsed']:.3f} s in the guest" if "elapsed" in result else "ok")
+                status = figures.status(job, result)
                 log.print(f"[{done:2}/{total}] {name}, round {r + 1}/{rounds}: {job.label()}: {status} "
                           f"(child {result['wall']:.1f} s)")
     rows = figures.rows(samples, sizes)
@@ -136,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": sizes,
         "rows": [dataclasses.asdict(row) for row in rows],
         "footnotes": [
-            f"* The project's target is ≥ {figures.EXIT_TARGET:,} exits/s with recording on; recording is not "
-            "built yet, so the figure compared here is the no-recording one.",
+            f"* The project's target is ≥ {figures.EXIT_TARGET:,} exits/s with recording on; (b) runs without "
+            "recording (the exits held in machine.exits only), so it compares the no-recording figure"
+            + ("; (f) gives the with-recording one."
+               if any(r.figure.startswith("exits/s with recording on") for r in rows)
+               else "; the with-recording figure comes with bench/trace_bench.py (f)."),
             "Ratios are vmmtui / the other side, both measured in this run, best of "
             f"{figures.ROUNDS} interleaved child processes each ({figures.SPEED_ROUNDS} for guest speed); "
             "guest time only (no set-up, no process start).",
+            f"(d)-(f) are absolute figures on this machine: (d) from just before the spawn of `vmmtui` to its "
+            f"first full frame, best and median of {figures.TUI_ROUNDS}; (e) each figure the best of "
+            f"{sizes['log_rounds']} child processes; (f) one child process that alternates recording off and on "
+            f"{sizes['trace_rounds']} times and keeps the best of each.",
         ],
         "samples": samples,
         "written_to": str(args.out),

@@ -33,12 +33,22 @@ def _number(value: float, unit: str) -> str:
         return f"{value:,.0f}/s"
     if unit == "MB":
         return f"{value:,.1f} MB"
+    if unit == "s":
+        return f"{value:,.3f} s"
+    if unit == "ms":
+        return f"{value:,.0f} ms" if value >= 100 else f"{value:,.1f} ms"
+    if unit == "B/exit":
+        return f"{value:,.1f} B/exit"
+    if unit == "x":
+        return f"{value:,.2f}x"
     return f"{value:,.3g} {unit}"
 
 
 def _measured(row: dict[str, Any]) -> Text:
     if row.get("value") is None:
         text = row.get("text") or "—"
+        if text.startswith("measured"):  # a figure whose value is in the note
+            return Text(text)
         style = "dim" if text.startswith("not built") else ("yellow" if text.startswith(("skipped", "KVM")) else "red")
         return Text(text, style=style)
     return Text(_number(row["value"], row["unit"]), style="bold")

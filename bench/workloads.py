@@ -5,12 +5,17 @@ is its own.
 
 Only the guest's execution is timed (`machine.run()`, `emu_start`, the KVM_RUN
 loop), never the set-up (building the machine, loading the image, process start).
+The TUI workloads time what a user waits instead: `tui` and `pyimport` from just
+before a spawn (bench.tui), `exit_log` and `trace` whatever the standalone
+scripts bench/exit_log_view.py and bench/trace_bench.py time in their `measure()`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .images import image_bytes, write_image
@@ -79,4 +84,69 @@ def kvm(image: str, count: int | None) -> dict[str, Any]:
             "status": run.status, "last_exit": run.last_exit}
 
 
-WORKLOADS = {"engine": engine, "idle": idle, "raw": raw, "kvm": kvm}
+def tui(image: str, count: int | None = None) -> dict[str, Any]:
+    """`vmmtui guests/IMAGE` under a 160x48 pty: seconds from just before the spawn to the first full frame."""
+    from .tui import first_frame, vmmtui_argv
+
+    return first_frame(vmmtui_argv(image))
+
+
+def pyimport(image: str | None, count: int | None = None, module: str = "textual") -> dict[str, Any]:
+    """`python -c "import MODULE"` in a fresh interpreter, timed like `tui` (spawn to exit)."""
+    from .tui import python_c
+
+    result = python_c(f"import {module}")
+    result["module"] = module
+    return result
+
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def script(name: str) -> ModuleType | None:
+    """bench/NAME.py loaded by path (the standalone scripts), or None when there is no such file."""
+    path = BENCH_DIR / f"{name}.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def exit_log(image: str | None, count: int | None = None) -> dict[str, Any]:
+    """bench/exit_log_view.py's measure(): the exit-log pane with `count` synthetic exits, headless."""
+    module = script("exit_log_view")
+    if module is None or not hasattr(module, "measure"):
+        return {"skipped": "bench/exit_log_view.py has no measure()"}
+    result = module.measure(count) if count else module.measure()
+    result["filters"] = {key: text for key, text in getattr(module, "FILTERS", ())}  # key -> filter text
+    return result
+
+
+def trace(image: str | None, count: int | None = None, rounds: int | None = None) -> dict[str, Any]:
+    """bench/trace_bench.py's measure(count, rounds, costs=False), whatever it reports (bench.figures reads it).
+
+    Only the parameters its measure() takes are passed (the script is young). The
+    per-exit cost constants (costs=True) are not figure (f) and take a minute.
+    """
+    import inspect
+
+    module = script("trace_bench")
+    if module is None:
+        return {"skipped": "bench/trace_bench.py does not exist"}
+    if not hasattr(module, "measure"):
+        return {"skipped": "bench/trace_bench.py has no measure()"}
+    params = inspect.signature(module.measure).parameters
+    wanted = {"count": count, "rounds": rounds, "costs": False}
+    kwargs = {k: v for k, v in wanted.items() if v is not None and k in params}
+    result = module.measure(**kwargs)
+    if not isinstance(result, dict):
+        return {"error": f"trace_bench.measure() returned {type(result).__name__}, not a dict"}
+    result["called_with"] = kwargs
+    return result
+
+
+WORKLOADS = {"engine": engine, "idle": idle, "raw": raw, "kvm": kvm, "tui": tui, "pyimport": pyimport,
+             "exit_log": exit_log, "trace": trace}
