@@ -674,18 +674,16 @@ class Machine:
         uc.emu_stop()  # a stop requested in a code hook lands before the instruction
         return True
 
-    def _skip(self, v: Vcpu, rip: int, insn: Insn) -> int:
+    def _skip(self, v: Vcpu, rip: int, insn: Insn) -> None:
         """Complete an emulated instruction: RIP past it."""
-        next_rip = rip + insn.length
-        v.uc.reg_write(X.UC_X86_REG_RIP, next_rip)
-        return next_rip
+        v.uc.reg_write(X.UC_X86_REG_RIP, rip + insn.length)
 
     def _site_hlt(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
         rip = snap[_I["rip"]]
         seq = None
         if self.hw.instruction_exits("hlt"):
             seq = self._exit(v, self.hw.simple_exit("hlt"), rip, insn.length, snap)
-        next_rip = self._skip(v, rip, insn)
+        self._skip(v, rip, insn)
         if snap[_I["rflags"]] & _FLAGS_IF:
             stop = Stop(StopReason.HALT, status=0, exit_seq=seq,
                         message="halted with interrupts enabled and no interrupt source")
@@ -693,7 +691,6 @@ class Machine:
             stop = Stop(StopReason.HALT, status=0, exit_seq=seq, message="halted with interrupts disabled")
         self._pending = None if self._pending and not self._pending.final else self._pending
         self._request_stop(v, stop)
-        del next_rip
 
     def _site_rdtsc(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
         rip = snap[_I["rip"]]
@@ -704,10 +701,9 @@ class Machine:
             seq = self._exit(v, self.hw.simple_exit("rdtsc"), rip, insn.length, snap, aux1=tsc)
         v.uc.reg_write(X.UC_X86_REG_RAX, tsc & 0xFFFF_FFFF)
         v.uc.reg_write(X.UC_X86_REG_RDX, tsc >> 32)
-        next_rip = self._skip(v, rip, insn)
+        self._skip(v, rip, insn)
         if seq is not None:
             self._after_exit(v, seq, None)
-        del next_rip
 
     def _site_msr(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
         rip = snap[_I["rip"]]
