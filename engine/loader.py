@@ -111,8 +111,8 @@ def _load_elf(machine: Machine, p: Path, data: bytes) -> tuple[str, int]:
         is64 = elf.elfclass == 64
     except ELFError as e:
         raise ImageError(f"{p}: not a valid ELF file ({e})") from None
-    except (struct.error, ValueError, EOFError) as e:
-        raise ImageError(f"{p}: truncated or damaged ELF file ({e})") from None
+    except (struct.error, ValueError, EOFError, OverflowError, MemoryError) as e:
+        raise ImageError(f"{p}: truncated or damaged ELF file ({type(e).__name__}: {e})") from None
     if not loads:
         raise ImageError(f"{p}: the ELF file has no loadable segment")
     for paddr, body, memsz in loads:

@@ -103,16 +103,17 @@ class VmmApp(App):
         Binding("escape", "dismiss", "close", show=False),
     ]
 
-    def __init__(self, guest: str | Path, config: MachineConfig | None = None) -> None:
+    def __init__(self, guest: str | Path, config: MachineConfig | None = None, session: Any = None) -> None:
         super().__init__()
         self.guest = str(guest)
         self.config = config or MachineConfig()
-        self.session: Session | None = None
+        self.session: Session | None = session  # given: a replay (vmmtui.replay.ReplaySession)
         self.error: str | None = None
-        try:
-            self.session = Session.open(self.guest, self.config)
-        except EngineError as e:
-            self.error = str(e)
+        if session is None:
+            try:
+                self.session = Session.open(self.guest, self.config)
+            except EngineError as e:
+                self.error = str(e)
         self.running = False
         self.active_pane = "exits"
         self._poll = None

@@ -70,7 +70,7 @@ examples:
   vmmtui guests/cpuid.img --vendor amd
   vmmtui guests/cpuid.img --script demo.vmmtui     # commands from a file, no terminal
 """
-SUBCOMMANDS = ("run",)
+SUBCOMMANDS = ("run", "record", "replay", "stats", "export")
 
 
 def build_tui_parser() -> argparse.ArgumentParser:
@@ -129,7 +129,175 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object (serial output, every exit, counts) on stdout instead")
+    _add_trace_commands(sub)
     return parser
+
+
+# -- exit traces (docs/trace-format.md) ------------------------------------------------
+
+_TRACE_EXAMPLES = {
+    "record": "example:\n  vmmtui record guests/cpuid.img -o cpuid.vmtrace --vendor amd\n"
+              "  sqlite3 cpuid.vmtrace 'SELECT * FROM exit_counts'\n",
+    "replay": "examples:\n  vmmtui replay cpuid.vmtrace                    # the TUI on the trace\n"
+              "  vmmtui replay --verify cpuid.vmtrace           # re-run the guest, compare every exit\n"
+              "  vmmtui replay --verify cpuid.vmtrace new.img --allow-image-change\n",
+    "stats": "example:\n  vmmtui stats cpuid.vmtrace --json\n",
+    "export": "examples:\n  vmmtui export cpuid.vmtrace --format chrome -o cpuid.json   # open in ui.perfetto.dev\n"
+              "  vmmtui export cpuid.vmtrace --format csv -o - --registers\n",
+}
+
+
+def _add_trace_commands(sub: argparse._SubParsersAction) -> None:
+    def parser(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=description, epilog=_TRACE_EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    rec = parser("record", "run a guest headless and record its exit trace",
+                 "Run GUEST as `vmmtui run` does (serial output to stdout, exit summary to stderr, the same "
+                 "exit status) and record every exit, the registers at each, the console output and the "
+                 "configuration into an SQLite trace (docs/trace-format.md).")
+    _add_machine_options(rec)
+    rec.add_argument("-o", "--output", required=True, metavar="TRACE", help="the trace file to write")
+    rec.add_argument("--force", action="store_true", help="overwrite TRACE if it exists")
+    rec.add_argument("--max-exits", type=int, metavar="N", help="stop after N exits")
+    rec.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
+    rep = parser("replay", "show a recorded trace in the TUI, or verify it by re-running the guest",
+                 "Open the TUI on TRACE without running anything, or with --verify re-run the guest with the "
+                 "recorded configuration and inputs and compare every exit: status 0 when identical, 1 at the "
+                 "first divergence (which exit, which field, expected, got).")
+    rep.add_argument("trace", metavar="TRACE", help="a trace written by vmmtui record")
+    rep.add_argument("guest", metavar="GUEST", nargs="?",
+                     help="with --verify: the image to re-run (default: the image path in the trace)")
+    rep.add_argument("--verify", action="store_true", help="re-run the guest and compare it with the trace")
+    rep.add_argument("--allow-image-change", action="store_true",
+                     help="with --verify: compare even when GUEST's SHA-256 differs from the traced image's")
+    rep.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="with --verify: give up on the re-run after this many seconds")
+    rep.add_argument("--script", metavar="FILE", help="run replay commands from FILE without a terminal")
+    st = parser("stats", "exit statistics of a trace (as perf kvm stat report)",
+                "Per exit reason: count, share, time in the VMM (min / avg / max) and in the guest, for all "
+                "vCPUs and per vCPU, in virtual ticks; and the overhead model with its constants.")
+    st.add_argument("trace", metavar="TRACE")
+    st.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ex = parser("export", "export a trace as Chrome/Perfetto trace events, CSV or JSON",
+                "Write TRACE's exits to FILE: chrome = Trace Event Format (one track per vCPU, loadable in "
+                "Perfetto), csv / json = one record per exit with decoded names.")
+    ex.add_argument("trace", metavar="TRACE")
+    ex.add_argument("--format", required=True, choices=("chrome", "csv", "json"))
+    ex.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write (- for stdout)")
+    ex.add_argument("--registers", action="store_true", help="csv / json: add the registers at each exit")
+
+
+def _open_trace(path: str):  # noqa: ANN202
+    from engine.trace import open_trace
+
+    trace = open_trace(path)
+    if not trace.complete:
+        wal = f"; its {Path(path).name}-wal file is missing, copy it with the trace" if trace.wal_missing else ""
+        print(f"vmmtui: warning: {path} is incomplete (its recorder did not close it): "
+              f"{len(trace):,} exits, up to its last committed batch{wal}", file=sys.stderr)
+    return trace
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """`vmmtui record`: `vmmtui run` that writes a trace."""
+    from engine.trace import TraceWriter
+
+    if args.max_exits is not None and args.max_exits < 1:
+        raise UsageError("--max-exits must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    machine = Machine(machine_config(args))
+    image = load(machine, args.guest)
+    writer = TraceWriter(args.output, machine, image, force=args.force)
+    out = sys.stdout.buffer
+
+    def echo(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    machine.on_serial(echo)
+    started = time.perf_counter()
+    try:
+        stop = machine.run(max_exits=args.max_exits, timeout=args.timeout)
+    except BaseException:
+        writer.abort()
+        raise
+    elapsed = time.perf_counter() - started
+    info = writer.close(stop, elapsed)
+    from .summary import print_summary
+
+    print_summary(machine, stop, elapsed)
+    print(f"trace: {info['path']}: {info['exits']:,} exits, {info['bytes']:,} bytes "
+          f"({info['bytes_per_exit']:.1f} bytes per exit)", file=sys.stderr)
+    return exit_status(stop)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """`vmmtui replay`: the TUI on a trace, or --verify."""
+    if not args.verify and (args.guest or args.allow_image_change or args.timeout is not None):
+        raise UsageError("GUEST, --allow-image-change and --timeout go with --verify")
+    trace = _open_trace(args.trace)
+    if args.verify:
+        from engine.trace.verify import verify
+
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("--timeout must be positive")
+        result = verify(trace, args.guest, allow_image_change=args.allow_image_change, timeout=args.timeout)
+        print(result.report())
+        return 0 if result.identical else 1
+    from .replay import ReplaySession, make_replay_app, run_replay_script
+
+    if args.script is not None:
+        from rich.console import Console
+
+        try:
+            with open(args.script, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise UsageError(f"{args.script}: {e.strerror}") from None
+        return run_replay_script(ReplaySession(trace), lines, Console(highlight=False))
+    make_replay_app(trace).run()
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """`vmmtui stats`: perf-kvm-stat-like figures of a trace."""
+    from engine.trace.stats import compute, format_report
+
+    figures = compute(_open_trace(args.trace))
+    if args.json:
+        json.dump(figures, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(figures))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`vmmtui export`: chrome / csv / json."""
+    from engine.trace.export import export
+
+    trace = _open_trace(args.trace)
+    if args.registers and args.format == "chrome":
+        raise UsageError("--registers goes with --format csv or json")
+    if args.output == "-":
+        try:
+            export(trace, args.format, sys.stdout, args.registers)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `| head`: the reader has seen enough
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8", newline="") as f:
+            n = export(trace, args.format, f, args.registers)
+    except OSError as e:
+        raise UsageError(f"{args.output}: {e.strerror}") from None
+    print(f"{args.output}: {n:,} {'events' if args.format == 'chrome' else 'exits'} ({args.format})",
+          file=sys.stderr)
+    return 0
 
 
 def machine_config(args: argparse.Namespace) -> MachineConfig:
@@ -205,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_tui_parser().print_help()
             return EXIT_USAGE
-        return {"run": cmd_run}[args.command](args)
+        return {"run": cmd_run, "record": cmd_record, "replay": cmd_replay, "stats": cmd_stats,
+                "export": cmd_export}[args.command](args)
     except UsageError as e:
         print(f"vmmtui: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,177 @@
+"""Exporting a trace: Chrome / Perfetto Trace Event Format, CSV, JSON.
+
+- `chrome`: a JSON object with `traceEvents`: one process (the guest), one thread
+  (track) per vCPU named "vCPU n"; each exit is a complete event ("ph": "X")
+  named after its reason, lasting the VMM's time for it, with `args` holding the
+  exit's fields and decoded qualification; the guest's time between two exits
+  of a vCPU is a complete event named "guest" (omitted when it is empty: guest
+  instructions take no virtual time yet, see `stats`). Timestamps are virtual
+  ticks shown as nanoseconds (`ts` and `dur` are in microseconds, so a tick is
+  0.001). Opens in https://ui.perfetto.dev and chrome://tracing.
+- `csv`: one row per exit: seq, vcpu, time, reason, name, rip, length, info1,
+  info2, aux1, aux2 (decimal) and the decoded qualification as compact JSON;
+  with registers, one column per register after them (reg_rip, reg_rflags, ...).
+- `json`: {"meta": ..., "exits": [...], "serial": "...", "inputs": [...]}, each
+  exit as in `vmmtui run --json` plus info1, info2, aux1, aux2 (and registers).
+
+Everything is written as it is produced, so a million exits need no more memory
+than the trace's columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from .format import TraceError
+from .reader import Trace
+
+FORMATS = ("chrome", "csv", "json")
+_PID = 1
+
+
+def _decoder(trace: Trace) -> Callable[[tuple[int, int, int, int, int]], tuple[str, dict[str, Any]]]:
+    """decode((reason, info1, info2, aux1, aux2)), memoised per distinct encoding."""
+    decode = trace.hw.decode
+    memo: dict[tuple[int, int, int, int, int], tuple[str, dict[str, Any]]] = {}
+
+    def get(key: tuple[int, int, int, int, int]) -> tuple[str, dict[str, Any]]:
+        hit = memo.get(key)
+        if hit is None:
+            if len(memo) > 65536:
+                memo.clear()
+            hit = memo[key] = decode(*key)
+        return hit
+
+    return get
+
+
+def _rows(trace: Trace) -> Iterator[tuple[int, int, int, int, int, int, int, int, int, int, str, dict[str, Any]]]:
+    """(seq, vcpu, time, reason, rip, length, info1, info2, aux1, aux2, name, qualification) per exit."""
+    e = trace.exits
+    decode = _decoder(trace)
+    for seq, (vcpu, t, reason, rip, length, info1, info2, aux1, aux2) in enumerate(
+            zip(e.vcpu, e.time, e.reason, e.rip, e.length, e.info1, e.info2, e.aux1, e.aux2)):
+        name, q = decode((reason, info1, info2, aux1, aux2))
+        yield seq, vcpu, t, reason, rip, length, info1, info2, aux1, aux2, name, q
+
+
+def _registers(trace: Trace) -> Iterator[tuple[int, ...]]:
+    """The register tuple of every exit, in seq order."""
+    pending: dict[int, tuple[int, ...]] = {}
+    seq = 0
+    for _vcpu, seqs, tuples in trace.register_chunks():
+        pending.update(zip(seqs, tuples))
+        while seq in pending:
+            yield pending.pop(seq)
+            seq += 1
+    if seq != len(trace):
+        raise TraceError(f"{trace.path}: damaged trace: registers stop at exit {seq}")
+
+
+def _json_value(v: Any) -> Any:
+    return v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+
+
+def export_chrome(trace: Trace, out: IO[str]) -> int:
+    """Trace Event Format; returns the number of events written."""
+    tpe = trace.time_per_exit
+    image = str(trace.meta.get("image_path", "guest")).rsplit("/", 1)[-1]
+    meta_events = [
+        {"name": "process_name", "ph": "M", "pid": _PID, "tid": 0,
+         "args": {"name": f"{image} ({trace.vendor}, {trace.meta.get('structure', '')})"}},
+    ]
+    for v in range(trace.vcpus):
+        meta_events.append({"name": "thread_name", "ph": "M", "pid": _PID, "tid": v, "args": {"name": f"vCPU {v}"}})
+        meta_events.append({"name": "thread_sort_index", "ph": "M", "pid": _PID, "tid": v, "args": {"sort_index": v}})
+    out.write('{"displayTimeUnit": "ns", "otherData": ')
+    json.dump({"generator": "vmmtui export", "trace": str(trace.path), "vendor": trace.vendor,
+               "time_unit": "1 virtual tick shown as 1 ns", "image_sha256": trace.meta.get("image_sha256"),
+               "format_version": trace.meta.get("format_version")}, out, default=str)
+    out.write(',\n"traceEvents": [\n')
+    count = 0
+    first = True
+
+    def emit(event: dict[str, Any]) -> None:
+        nonlocal first, count
+        if not first:
+            out.write(",\n")
+        first = False
+        out.write(json.dumps(event, separators=(",", ":")))
+        count += 1
+
+    for event in meta_events:
+        emit(event)
+    end: dict[int, int] = {}
+    for seq, vcpu, t, reason, rip, length, info1, info2, aux1, aux2, name, q in _rows(trace):
+        start = t - tpe
+        prev = end.get(vcpu, 0)
+        if start > prev:
+            emit({"name": "guest", "cat": "guest", "ph": "X", "pid": _PID, "tid": vcpu, "ts": prev / 1000,
+                  "dur": (start - prev) / 1000})
+        args = {"seq": seq, "reason": reason, "rip": f"{rip:#x}", "length": length, "info1": f"{info1:#x}",
+                "info2": f"{info2:#x}", "aux1": f"{aux1:#x}", "aux2": f"{aux2:#x}"}
+        args.update({k: _json_value(v) for k, v in q.items()})
+        emit({"name": name, "cat": "exit", "ph": "X", "pid": _PID, "tid": vcpu, "ts": start / 1000,
+              "dur": tpe / 1000, "args": args})
+        end[vcpu] = t
+    out.write("\n]}\n")
+    return count
+
+
+def export_csv(trace: Trace, out: IO[str], registers: bool = False) -> int:
+    """One row per exit; returns the number of rows."""
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["seq", "vcpu", "time", "reason", "name", "rip", "length", "info1", "info2", "aux1", "aux2",
+              "qualification"]
+    regs_iter = _registers(trace) if registers else None
+    writer.writerow(header + ([f"reg_{name}" for name in trace.register_names] if registers else []))
+    n = 0
+    for seq, vcpu, t, reason, rip, length, info1, info2, aux1, aux2, name, q in _rows(trace):
+        row = [seq, vcpu, t, reason, name, rip, length, info1, info2, aux1, aux2,
+               json.dumps({k: _json_value(v) for k, v in q.items()}, separators=(",", ":"))]
+        if regs_iter is not None:
+            row += list(next(regs_iter))
+        writer.writerow(row)
+        n += 1
+    return n
+
+
+def export_json(trace: Trace, out: IO[str], registers: bool = False) -> int:
+    """The meta, every exit, the console output and the inputs; returns the number of exits."""
+    meta = dict(trace.meta)
+    for key in ("controls", "hw_controls", "exit_options", "registers", "vmm_log"):
+        if key in meta:
+            meta[key] = trace.json_meta(key)
+    out.write('{"meta": ')
+    json.dump(meta, out, default=str)
+    out.write(',\n"exits": [\n')
+    regs_iter = _registers(trace) if registers else None
+    names = trace.register_names
+    n = 0
+    for seq, vcpu, t, reason, rip, length, info1, info2, aux1, aux2, name, q in _rows(trace):
+        e = {"seq": seq, "vcpu": vcpu, "time": t, "reason": reason, "name": name, "rip": rip, "length": length,
+             "info1": info1, "info2": info2, "aux1": aux1, "aux2": aux2,
+             "qualification": {k: _json_value(v) for k, v in q.items()}}
+        if regs_iter is not None:
+            e["registers"] = dict(zip(names, next(regs_iter)))
+        out.write(("" if n == 0 else ",\n") + json.dumps(e, separators=(",", ":")))
+        n += 1
+    out.write("\n],\n")
+    out.write('"serial": ' + json.dumps(trace.serial().decode("utf-8", errors="replace")) + ",\n")
+    out.write('"inputs": ' + json.dumps([{"time": t, "kind": k, "data": d.decode("utf-8", errors="replace")}
+                                         for t, k, d in trace.inputs()]) + "}\n")
+    return n
+
+
+def export(trace: Trace, fmt: str, out: IO[str], registers: bool = False) -> int:
+    """Write `trace` to `out` in `fmt` (one of FORMATS); returns events / rows / exits written."""
+    if fmt == "chrome":
+        return export_chrome(trace, out)
+    if fmt == "csv":
+        return export_csv(trace, out, registers)
+    if fmt == "json":
+        return export_json(trace, out, registers)
+    raise TraceError(f"unknown export format {fmt!r} (chrome, csv or json)")

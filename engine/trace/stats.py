@@ -1,0 +1,224 @@
+"""Statistics of a trace, as `perf kvm stat report` gives them for KVM: per exit
+reason the count, the share, the time spent in the VMM (min / avg / max) and in
+the guest, for all vCPUs and per vCPU; and the overhead model
+
+    overhead = c1 x (address-translation exits) + c2 x (interrupt-related exits)
+             + c3 x (context switches)
+
+with constants measured on this engine (bench/trace_bench.py; the figures and
+how they were taken are in docs/trace-format.md, "Statistics").
+
+Time is the engine's virtual time (README, "Virtual time"): deterministic, so the
+same trace gives the same figures on every machine. Its unit is the tick: every
+VM exit costs `time_per_exit` ticks (1000) in the VMM, every RDTSC the guest
+executes without an exit 1 tick; guest instructions are not counted yet, so the
+guest's share is the RDTSC ticks between exits. An exit's VMM time is the span
+[time - time_per_exit, time]; the guest time before an exit is the span from the
+end of the previous exit of the same vCPU (or 0) to the start of this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .reader import Trace
+
+TIME_UNIT = "virtual tick"
+TIME_MODEL = ("deterministic virtual time: each VM exit costs {tpe} ticks in the VMM, each RDTSC without "
+              "an exit 1 tick; guest instructions are not counted yet")
+
+#: Exit names counted as address-translation exits (second-level translation faults).
+ADDRESS_TRANSLATION = frozenset({"EPT_VIOLATION", "EPT_MISCONFIG", "NPF"})
+#: Exit names counted as interrupt-related (plus every AMD EXCP_n).
+INTERRUPT_RELATED = frozenset({
+    "EXCEPTION_NMI", "EXTERNAL_INTERRUPT", "INTERRUPT_WINDOW", "NMI_WINDOW", "TPR_BELOW_THRESHOLD",
+    "APIC_ACCESS", "EOI_INDUCED", "APIC_WRITE", "VIRTUALIZED_EOI",
+    "INTR", "NMI", "VINTR", "IRET", "SWINT",
+})
+
+
+@dataclass(frozen=True)
+class OverheadConstants:
+    """Wall-clock costs on this engine, in microseconds (see docs/trace-format.md)."""
+
+    c1_us: float  # extra cost of an address-translation exit over a bare switch
+    c2_us: float  # extra cost of an interrupt-related exit over a bare switch
+    c3_us: float  # one context switch guest -> VMM -> guest (the bare exit round trip)
+    source: str
+
+
+#: Measured with bench/trace_bench.py (`python bench/trace_bench.py --constants`); the
+#: docs give the run (machine, date, counts) these come from.
+CONSTANTS = OverheadConstants(
+    c1_us=50.1, c2_us=46.5, c3_us=4.5,
+    source="bench/trace_bench.py, median of 3 runs, 2026-11-25, Unicorn 2.1.4, Python 3.11 "
+           "(docs/trace-format.md, Statistics)",
+)
+
+
+def _number(value: Any) -> float | int | None:
+    """A meta value that should be a number, or None (absent, or damaged)."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def is_address_translation(name: str) -> bool:
+    return name in ADDRESS_TRANSLATION
+
+
+def is_interrupt_related(name: str) -> bool:
+    return name in INTERRUPT_RELATED or name.startswith("EXCP_")
+
+
+class _Acc:
+    """min / max / total of a series of spans."""
+
+    __slots__ = ("count", "total", "min", "max")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+        self.min: int | None = None
+        self.max: int | None = None
+
+    def add(self, value: int) -> None:
+        self.count += 1
+        self.total += value
+        if self.min is None or value < self.min:
+            self.min = value
+        if self.max is None or value > self.max:
+            self.max = value
+
+    def as_json(self, whole: int) -> dict[str, Any]:
+        return {"min": self.min or 0, "avg": self.total / self.count if self.count else 0.0, "max": self.max or 0,
+                "total": self.total, "share": self.total / whole if whole else 0.0}
+
+
+def _table(reasons: list[int], vcpus: Any, times: Any, tpe: int, names: dict[int, str],
+           only_vcpu: int | None) -> dict[str, Any]:
+    """Per-reason figures over the exits (of `only_vcpu`, or all)."""
+    vmm: dict[int, _Acc] = {}
+    guest: dict[int, _Acc] = {}
+    counts: dict[int, int] = {}
+    end: dict[int, int] = {}
+    for reason, vcpu, t in zip(reasons, vcpus, times):
+        if only_vcpu is not None and vcpu != only_vcpu:
+            end[vcpu] = t
+            continue
+        start = t - tpe
+        counts[reason] = counts.get(reason, 0) + 1
+        if reason not in vmm:
+            vmm[reason], guest[reason] = _Acc(), _Acc()
+        vmm[reason].add(tpe)
+        guest[reason].add(max(0, start - end.get(vcpu, 0)))
+        end[vcpu] = t
+    n = sum(counts.values())
+    vmm_total = sum(a.total for a in vmm.values())
+    guest_total = sum(a.total for a in guest.values())
+    rows = []
+    for reason, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        rows.append({"reason": reason, "name": names.get(reason, "?"), "count": count,
+                     "share": count / n if n else 0.0,
+                     "vmm_time": vmm[reason].as_json(vmm_total),
+                     "guest_time": guest[reason].as_json(guest_total)})
+    return {"exits": n, "vmm_time": vmm_total, "guest_time": guest_total, "reasons": rows}
+
+
+def compute(trace: Trace, constants: OverheadConstants = CONSTANTS) -> dict[str, Any]:
+    """Every figure `vmmtui stats` prints, as a JSON-ready dict."""
+    exits = trace.exits
+    tpe = trace.time_per_exit
+    reasons, vcpus, times = exits.reason, exits.vcpu, exits.time
+    names = {r: exits.reason_name(r) for r in set(reasons)}
+    whole = _table(list(reasons), vcpus, times, tpe, names, None)
+    per_vcpu = {str(v): _table(list(reasons), vcpus, times, tpe, names, v) for v in sorted(set(vcpus))}
+    translation = sum(r["count"] for r in whole["reasons"] if is_address_translation(r["name"]))
+    interrupt = sum(r["count"] for r in whole["reasons"] if is_interrupt_related(r["name"]))
+    final = trace.meta.get("stop") in ("debug-exit", "hypercall-exit", "halt", "shutdown", "error")
+    switches = max(0, len(exits) - (1 if final and len(exits) else 0))
+    overhead = constants.c1_us * translation + constants.c2_us * interrupt + constants.c3_us * switches
+    return {
+        "trace": str(trace.path),
+        "vendor": trace.vendor,
+        "vcpus": trace.vcpus,
+        "exits": len(exits),
+        "complete": trace.complete,
+        "stop": trace.meta.get("stop"),
+        "stop_status": trace.meta.get("stop_status"),
+        "time_unit": TIME_UNIT,
+        "time_model": TIME_MODEL.format(tpe=tpe),
+        "time_per_exit": tpe,
+        "end_time": _number(trace.meta.get("end_time")) or (times[-1] if len(times) else 0),
+        "all": whole,
+        "per_vcpu": per_vcpu,
+        "overhead_model": {
+            "formula": "c1 x address-translation exits + c2 x interrupt-related exits + c3 x context switches",
+            "c1_us": constants.c1_us, "c2_us": constants.c2_us, "c3_us": constants.c3_us,
+            "address_translation_exits": translation,
+            "interrupt_related_exits": interrupt,
+            "context_switches": switches,
+            "overhead_us": overhead,
+            "recorded_wall_s": _number(trace.meta.get("elapsed_s")),
+            "constants_source": constants.source,
+        },
+    }
+
+
+def _tick(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+
+
+def _reason_text(reason: int, vendor: str) -> str:
+    return str(reason) if vendor == "intel" else f"{reason:#x}"
+
+
+def _lines(table: dict[str, Any], vendor: str) -> list[str]:
+    label = "reason" if vendor == "intel" else "EXITCODE"
+    head = (f"  {'exit':<22}{label:>9}{'count':>10}{'share':>8}   "
+            f"{'VMM min':>8}{'avg':>8}{'max':>8}{'total':>13}{'share':>8}   "
+            f"{'guest min':>9}{'avg':>9}{'max':>9}{'total':>11}{'share':>8}")
+    out = [head]
+    for r in table["reasons"]:
+        v, g = r["vmm_time"], r["guest_time"]
+        out.append(f"  {r['name']:<22}{_reason_text(r['reason'], vendor):>9}{r['count']:>10,}{r['share']:>8.1%}   "
+                   f"{_tick(v['min']):>8}{_tick(v['avg']):>8}{_tick(v['max']):>8}{_tick(v['total']):>13}"
+                   f"{v['share']:>8.1%}   "
+                   f"{_tick(g['min']):>9}{_tick(g['avg']):>9}{_tick(g['max']):>9}{_tick(g['total']):>11}"
+                   f"{g['share']:>8.1%}")
+    out.append(f"  {'total':<22}{'':>9}{table['exits']:>10,}{'':>8}   {'':>24}{_tick(table['vmm_time']):>13}"
+               f"{'':>8}   {'':>27}{_tick(table['guest_time']):>11}")
+    return out
+
+
+def format_report(s: dict[str, Any]) -> str:
+    """The statistics as text, in the manner of `perf kvm stat report`."""
+    vendor = s["vendor"]
+    stop = s["stop"] or "none (the recorder did not close the trace)"
+    status = f", status {s['stop_status']}" if s.get("stop_status") is not None else ""
+    lines = [
+        f"{s['trace']}: {s['exits']:,} VM exits, {vendor}, {s['vcpus']} vCPU{'s' if s['vcpus'] != 1 else ''}, "
+        f"stopped: {stop}{status}",
+        f"time unit: {s['time_unit']} ({s['time_model']}); the run ended at tick {s['end_time']:,}",
+        "",
+        "all vCPUs" + (" (= vCPU 0)" if len(s["per_vcpu"]) == 1 else ""),
+        *_lines(s["all"], vendor),
+    ]
+    if len(s["per_vcpu"]) > 1:
+        for v, table in s["per_vcpu"].items():
+            lines += ["", f"vCPU {v}", *_lines(table, vendor)]
+    m = s["overhead_model"]
+    wall = f"; the recorded run took {m['recorded_wall_s'] * 1e3:,.1f} ms of wall clock" \
+        if m.get("recorded_wall_s") else ""
+    lines += [
+        "",
+        "overhead model (wall-clock microseconds on this engine):",
+        f"  overhead = c1 x address-translation exits + c2 x interrupt-related exits + c3 x context switches",
+        f"           = {m['c1_us']} x {m['address_translation_exits']:,} + {m['c2_us']} x "
+        f"{m['interrupt_related_exits']:,} + {m['c3_us']} x {m['context_switches']:,}"
+        f" = {m['overhead_us'] / 1e3:,.2f} ms{wall}",
+        "  address-translation: EPT_VIOLATION, EPT_MISCONFIG, NPF; interrupt-related: EXCEPTION_NMI, "
+        "EXTERNAL_INTERRUPT, interrupt/NMI windows, APIC exits, INTR, NMI, VINTR, EXCP_n;",
+        "  context switches: VM exits the guest was resumed from (a guest -> VMM -> guest round trip each)",
+        f"  constants: {m['constants_source']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,334 @@
+"""Checking a trace by re-execution: `verify(trace, image)` runs the guest again with
+the recorded configuration, feeds the recorded inputs at their virtual time, and
+compares every exit with the trace as it is taken.
+
+Per exit, in this order: reason, rip, length, info1, info2, vcpu, time, then every
+register of the snapshot; aux1 and aux2 (operands the VMM completes while it
+handles the exit, such as the value an IN returned) when the next exit arrives or
+the run ends. The first difference stops the re-run (`Machine.pause`) and is the
+result. After the last exit: the number of exits, how the run stopped, and the
+console output.
+
+Inputs: an input recorded at virtual time T entered the machine while it was
+stopped after its exit at time T, so the re-run feeds it from the listener of the
+first exit whose time is greater than T, before the VMM handles that exit: the
+same point in the guest's execution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImageError
+from ..loader import load
+from ..machine import Machine, Stop, StopReason
+from ..vcpu import SNAPSHOT_REGS
+from .format import TraceError
+from .reader import Trace
+
+_EARLY = ("reason", "rip", "length", "info1", "info2", "vcpu", "time")
+_LATE = ("aux1", "aux2")
+_DECIMAL = frozenset({"vcpu", "time", "length", "exits", "seq"})
+#: Recorded stops after which the guest could have gone on (the trace is a prefix).
+_OPEN_ENDED = frozenset({"max-exits", "timeout", "pause", "exit", "breakpoint", "step", None})
+
+
+class ImageChanged(TraceError):
+    """The image to re-run is not the one the trace was recorded with."""
+
+    title = "image changed"
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first place where the re-run differs from the trace."""
+
+    seq: int | None  # the exit; None for what is compared after the last exit
+    field: str
+    expected: Any
+    got: Any
+    recorded: str = ""  # the recorded exit, in words
+    rerun: str = ""  # the re-run's exit at the same seq, in words
+
+    def value_text(self, value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value) if self.field in _DECIMAL else f"{value:#x}"
+        return str(value)
+
+    def __str__(self) -> str:
+        where = f"exit {self.seq}" if self.seq is not None else "after the last exit"
+        return (f"{where}: {self.field}: expected {self.value_text(self.expected)}, "
+                f"got {self.value_text(self.got)}")
+
+
+@dataclass
+class VerifyResult:
+    """What `verify` found."""
+
+    trace_exits: int
+    checked: int  # exits compared completely
+    divergence: Divergence | None
+    stop: Stop | None
+    elapsed: float
+    image: str
+    image_sha256: str
+    image_changed: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.divergence is None
+
+    def report(self) -> str:
+        """The result for a person: one line when identical, a few when not."""
+        if self.divergence is None:
+            lines = [f"identical: {self.checked:,} exits match the trace (reason, rip, length, info1, info2, "
+                     f"aux1, aux2, vcpu, time and {len(SNAPSHOT_REGS)} registers each)"]
+        else:
+            d = self.divergence
+            lines = [f"diverged at {d}"]
+            if d.recorded:
+                lines.append(f"  recorded: {d.recorded}")
+            if d.rerun:
+                lines.append(f"  re-run:   {d.rerun}")
+            lines.append(f"  {self.checked:,} of {self.trace_exits:,} exits matched before it")
+        if self.image_changed:
+            lines.append(f"  note: the image differs from the traced one (SHA-256 {self.image_sha256})")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _describe(name: str, row: dict[str, int]) -> str:
+    return (f"{name} at rip {row['rip']:#x} (vcpu {row['vcpu']}, time {row['time']}, length {row['length']}, "
+            f"info1 {row['info1']:#x}, info2 {row['info2']:#x}, aux1 {row['aux1']:#x}, aux2 {row['aux2']:#x})")
+
+
+class _Checker:
+    """The exit listener of the re-run: it keeps each exit's snapshot and compares in
+    blocks of `BLOCK` exits (column slices compare in C), so the first divergence
+    is found exactly and the re-run stops at most a block after it."""
+
+    BLOCK = 1024
+
+    def __init__(self, trace: Trace, machine: Machine) -> None:
+        self.trace = trace
+        self.machine = machine
+        self.expected = trace.exits
+        self.n = len(self.expected)
+        self.divergence: Divergence | None = None
+        self.checked = 0  # exits [0, checked) compared completely
+        self.ran_past_end = False
+        self.error: Exception | None = None
+        self._snaps: list[tuple[int, ...]] = []  # snapshots of exits checked.. onwards
+        names = trace.register_names
+        if tuple(names) == tuple(SNAPSHOT_REGS):
+            self.reg_map: list[tuple[str, int, int]] | None = None
+        else:  # a trace from an engine with other snapshot registers: compare the common ones
+            self.reg_map = [(name, i, SNAPSHOT_REGS.index(name)) for i, name in enumerate(names)
+                            if name in SNAPSHOT_REGS]
+        self._chunks = trace.register_chunks()
+        self._exp_regs: dict[int, tuple[int, ...]] = {}
+        self._loaded_upto = 0  # every chunk starting below this has been read
+        self.inputs = trace.inputs()
+        for _t, kind, _d in self.inputs:
+            if kind != "serial":
+                raise TraceError(f"{trace.path}: input of kind {kind!r} is unknown to this vmmtui")
+        self._next_input = 0
+        self.open_ended = trace.meta.get("stop") in _OPEN_ENDED
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _live_row(self, seq: int) -> dict[str, int]:
+        log = self.machine.exits
+        return {name: log.column(name)[seq] for name in self.expected.COLUMNS}
+
+    def _expected_row(self, seq: int) -> dict[str, int]:
+        return dict(zip(self.expected.COLUMNS, self.expected.row(seq)))
+
+    def _found(self, seq: int, name: str, expected: Any, got: Any) -> None:
+        recorded = _describe(self.expected.name(seq), self._expected_row(seq)) if seq < self.n else ""
+        live = self.machine.exits
+        rerun = _describe(live.name(seq), self._live_row(seq)) if seq < len(live) else ""
+        self.divergence = Divergence(seq, name, expected, got, recorded, rerun)
+
+    def _expected_registers(self, seq: int) -> tuple[int, ...]:
+        while seq not in self._exp_regs:
+            try:
+                _vcpu, seqs, tuples = next(self._chunks)
+            except StopIteration:
+                raise TraceError(f"{self.trace.path}: damaged trace: no registers for exit {seq}") from None
+            self._exp_regs.update(zip(seqs, tuples))
+        return self._exp_regs.pop(seq)
+
+    def _register_difference(self, expected: tuple[int, ...], got: tuple[int, ...]) -> tuple[str, int, int] | None:
+        if self.reg_map is None:
+            if expected == got:
+                return None
+            pairs = [(name, i, i) for i, name in enumerate(SNAPSHOT_REGS)]
+        else:
+            pairs = self.reg_map
+        for name, ti, si in pairs:
+            if expected[ti] != got[si]:
+                return name, expected[ti], got[si]
+        return None
+
+    def check(self, hi: int) -> bool:
+        """Compare exits [checked, hi) completely; False (and `divergence` set) at the first difference."""
+        lo = self.checked
+        if hi <= lo:
+            return True
+        log = self.machine.exits
+        first_bad = hi
+        for name in self.expected.COLUMNS:
+            exp, live = self.expected.column(name)[lo:hi], log.column(name)[lo:hi]
+            if exp != live:
+                first_bad = min(first_bad, lo + next(i for i, (a, b) in enumerate(zip(exp, live)) if a != b))
+        bad = first_bad
+        for k, seq in enumerate(range(lo, first_bad)):
+            diff = self._register_difference(self._expected_registers(seq), self._snaps[k])
+            if diff is not None:  # the row itself matched: the registers are the difference
+                self._found(seq, *diff)
+                break
+        else:
+            if bad < hi:
+                exp_row, live_row = self._expected_row(bad), self._live_row(bad)
+                early = next((f for f in _EARLY if exp_row[f] != live_row[f]), None)
+                diff = None
+                if early is None:
+                    diff = self._register_difference(self._expected_registers(bad), self._snaps[bad - lo])
+                if early is not None:
+                    self._found(bad, early, exp_row[early], live_row[early])
+                elif diff is not None:
+                    self._found(bad, *diff)
+                else:
+                    late = next(f for f in _LATE if exp_row[f] != live_row[f])
+                    self._found(bad, late, exp_row[late], live_row[late])
+        if self.divergence is not None:
+            self.checked = self.divergence.seq or 0
+            return False
+        del self._snaps[:hi - lo]
+        self.checked = hi
+        return True
+
+    # -- the listener ------------------------------------------------------------------
+
+    def __call__(self, seq: int, vcpu: int, snapshot: tuple[int, ...]) -> None:
+        # On the exit path, inside a Unicorn hook: an exception must not escape here
+        # (ctypes would print it and carry on); keep it for `verify` to raise.
+        if self.divergence is not None or self.ran_past_end or self.error is not None:
+            return
+        try:
+            self._listen(seq, snapshot)
+        except Exception as e:  # noqa: BLE001 - re-raised by verify() after the run
+            self.error = e
+            self.machine.pause()
+
+    def _listen(self, seq: int, snapshot: tuple[int, ...]) -> None:
+        if seq >= self.n:
+            if not self.check(seq):  # everything before is complete now
+                self.machine.pause()
+            elif self.open_ended:
+                self.ran_past_end = True  # the trace is a prefix of the run, and it all matched
+                self.machine.pause()
+            else:
+                stop = self.trace.meta.get("stop")
+                self.divergence = Divergence(seq, "exit", f"none (the recorded run stopped: {stop}, after "
+                                             f"{self.n} exits)", self.machine.exits.name(seq),
+                                             "", _describe(self.machine.exits.name(seq), self._live_row(seq)))
+                self.machine.pause()
+            return
+        self._snaps.append(snapshot)
+        self._feed_inputs()
+        if seq - self.checked >= self.BLOCK and not self.check(seq):
+            self.machine.pause()
+
+    def _feed_inputs(self) -> None:
+        now = self.machine.time
+        while self._next_input < len(self.inputs) and self.inputs[self._next_input][0] < now:
+            _t, _kind, data = self.inputs[self._next_input]
+            self.machine.send_serial(data)
+            self._next_input += 1
+
+
+def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change: bool = False,
+           timeout: float | None = None) -> VerifyResult:
+    """Re-run the traced guest and compare; see the module docstring.
+
+    `image` defaults to the image path stored in the trace. An image whose SHA-256
+    differs from the trace's raises `ImageChanged` naming both hashes, unless
+    `allow_image_change` (then the comparison shows where the change shows).
+    `timeout` bounds the re-run in seconds (default: 60 s or 20x the recorded
+    run's time, whichever is longer).
+    """
+    recorded_sha = str(trace.meta.get("image_sha256", ""))
+    path = Path(image) if image is not None else Path(str(trace.meta.get("image_path", "")))
+    if image is None and not path.is_file():
+        raise ImageError(f"{path}: the trace's image is not there any more (name it: "
+                         f"vmmtui replay --verify {trace.path} GUEST)")
+    machine = Machine(trace.config())
+    loaded = load(machine, path)
+    changed = loaded.sha256 != recorded_sha
+    if changed and not allow_image_change:
+        raise ImageChanged(f"{path}: SHA-256 {loaded.sha256} differs from the traced image's {recorded_sha} "
+                           "(--allow-image-change compares anyway)")
+    checker = _Checker(trace, machine)
+    machine.on_exit(checker)
+    if timeout is None:
+        timeout = max(60.0, 20 * float(trace.meta.get("elapsed_s") or 0))
+    started = time.perf_counter()
+    stop = machine.run(timeout=timeout)
+    elapsed = time.perf_counter() - started
+    if checker.error is not None:
+        raise checker.error
+    result = VerifyResult(len(trace), checker.checked, checker.divergence, stop, elapsed, str(path),
+                          loaded.sha256, changed)
+    if checker.divergence is None and not checker.ran_past_end:
+        _check_end(trace, machine, stop, checker, result)
+    if checker.divergence is not None:
+        checker.checked = checker.divergence.seq if checker.divergence.seq is not None else checker.checked
+    if checker.ran_past_end:
+        end = f"ends after exit {len(trace) - 1}" if len(trace) else "has no exits"
+        result.notes.append(f"the trace {end} (recorded stop: "
+                            f"{trace.meta.get('stop') or 'none, the recorder was killed'}); the re-run "
+                            "matched all of it")
+    if not trace.complete:
+        result.notes.append("the trace is incomplete (its recorder was killed): checked up to its last batch")
+    result.divergence = checker.divergence
+    result.checked = checker.checked
+    return result
+
+
+def _check_end(trace: Trace, machine: Machine, stop: Stop, checker: _Checker, result: VerifyResult) -> None:
+    """After the re-run stopped by itself: the exits left, the count, the stop, the console."""
+    n = len(trace)
+    live = len(machine.exits)
+    if not checker.check(min(live, n)):
+        return
+    if live < n:
+        if stop.reason == StopReason.TIMEOUT:
+            checker.divergence = Divergence(live, "exit", "an exit", f"none: the re-run timed out after {live} "
+                                            "exits (--timeout sets the limit)")
+        else:
+            checker.divergence = Divergence(
+                live, "exit", _describe(trace.exits.name(live), checker._expected_row(live)),
+                f"none: the re-run stopped ({stop.reason.value}: {stop.message}) after {live} exits")
+        return
+    if not trace.complete or checker.open_ended:
+        return
+    recorded_stop = trace.meta.get("stop")
+    if recorded_stop != stop.reason.value:
+        checker.divergence = Divergence(None, "stop", recorded_stop, stop.reason.value)
+        return
+    if trace.meta.get("stop_status") != stop.status:
+        checker.divergence = Divergence(None, "stop status", trace.meta.get("stop_status"), stop.status)
+        return
+    expected_serial = trace.serial()
+    got = bytes(machine.serial)
+    if expected_serial != got:
+        at = next((i for i, (a, b) in enumerate(zip(expected_serial, got)) if a != b),
+                  min(len(expected_serial), len(got)))
+        checker.divergence = Divergence(None, f"console output at byte {at}", expected_serial[at:at + 20],
+                                        got[at:at + 20])

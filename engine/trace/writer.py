@@ -1,0 +1,274 @@
+"""Recording a run: a `TraceWriter` subscribes to a machine's exits and console and
+writes them to a trace file in batches.
+
+The exit listener only appends the register snapshot to a list; every `BATCH`
+exits it writes the batch in one transaction (exits, register keyframe and
+deltas, new reason names, console output and inputs so far) and commits. The
+database is in WAL mode with synchronous=NORMAL, so a run killed at any point
+(SIGKILL included) leaves a trace that opens with every committed batch; `close`
+writes the rest, sets `meta.ok = 1` and turns the file back into a single file
+(journal_mode=DELETE) that can be copied on its own.
+
+A batch never includes the exit being taken: the engine may still complete its
+operands (an IN's value, a hypercall's result) after the listener returns, so a
+batch ends at the exit before it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..vcpu import SNAPSHOT_REGS
+from .format import BATCH, EXIT_COLUMNS, FORMAT_NAME, FORMAT_VERSION, TraceError, pack_deltas, s64, schema, to_signed
+
+if TYPE_CHECKING:
+    from ..loader import LoadedImage
+    from ..machine import Machine, Stop
+
+_INSERT_EXITS = "INSERT INTO exits VALUES (?,?,?,?,?,?,?,?,?,?)"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def remove_trace_files(path: Path) -> None:
+    """Delete a trace and the files SQLite keeps beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            p.unlink()
+
+
+class TraceWriter:
+    """Records every exit of `machine` (loaded with `image`, not yet run) into `path`."""
+
+    def __init__(self, path: str | Path, machine: Machine, image: LoadedImage, *,
+                 batch: int = BATCH, force: bool = False) -> None:
+        self.path = Path(path)
+        self.machine = machine
+        self.batch = batch
+        if len(machine.exits):
+            raise TraceError("the recorder must be attached before the machine's first exit")
+        if self.path.is_dir():
+            raise TraceError(f"{self.path}: is a directory")
+        if self.path.exists():
+            if not force:
+                raise TraceError(f"{self.path}: already exists (use --force to overwrite it)")
+            remove_trace_files(self.path)
+        self.registers = SNAPSHOT_REGS
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("BEGIN")
+            for statement in schema(self.registers).split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.executemany("INSERT INTO registers VALUES (?, ?)", enumerate(self.registers))
+            self._db.executemany("INSERT INTO meta VALUES (?, ?)", self._initial_meta(image).items())
+            self._db.execute("COMMIT")
+            # The schema and meta into the main file at once: a run killed before the
+            # first automatic checkpoint still leaves a file that says what it is.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            raise TraceError(f"{self.path}: cannot create the trace: {e}") from None
+        except OSError as e:
+            raise TraceError(f"{self.path}: cannot create the trace: {e.strerror}") from None
+        self._lo = 0  # the first exit not written yet
+        self._next_flush = batch
+        self._snaps: list[tuple[int, ...]] = []
+        self._serial: list[tuple[int, bytes]] = []
+        self._inputs: list[tuple[int, str, bytes]] = []
+        self._reasons: set[int] = set()
+        self._serial_bytes = 0
+        self.closed = False
+        self.error: Exception | None = None
+        machine.on_exit(self._on_exit)
+        machine.on_serial(self._on_serial)
+
+    def _initial_meta(self, image: LoadedImage) -> dict[str, Any]:
+        m = self.machine
+        cfg = m.config
+        try:
+            import unicorn
+
+            uc_version = unicorn.__version__
+        except Exception:  # pragma: no cover - only informative
+            uc_version = "?"
+        from ..machine import TIME_PER_EXIT
+
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "id": str(uuid.uuid4()),
+            "vmmtui_version": __version__,
+            "unicorn_version": uc_version,
+            "python_version": platform.python_version(),
+            "created": _now(),
+            "vendor": cfg.vendor,
+            "vcpus": cfg.vcpus,
+            "mem_size": cfg.mem_size,
+            "page_size": cfg.page_size,
+            "exit_options": json.dumps(list(cfg.exits)),
+            "controls": json.dumps(m.controls.as_json()),
+            "hw_controls": json.dumps(m.hw.controls_json()),
+            "structure": m.hw.structure_name,
+            "image_path": str(Path(image.path).resolve()),
+            "image_sha256": image.sha256,
+            "image_kind": image.kind,
+            "image_size": image.size,
+            "image_entry": image.entry,
+            "registers": json.dumps(list(self.registers)),
+            "time_per_exit": TIME_PER_EXIT,
+            "batch": self.batch,
+            "ok": 0,
+        }
+
+    # -- listeners (on the exit path: keep them cheap) ------------------------------
+
+    def _on_exit(self, seq: int, vcpu: int, snapshot: tuple[int, ...]) -> None:
+        if self.closed:
+            return
+        self._snaps.append(snapshot)
+        if seq >= self._next_flush:
+            try:
+                self._flush(seq)
+            except TraceError as e:
+                # Inside a Unicorn hook an exception must not escape: stop recording,
+                # pause the run, and let the caller find `error` (close() raises it).
+                self.error = e
+                self.abort()
+                self.machine.pause()
+
+    def _on_serial(self, data: bytes) -> None:
+        if not self.closed:
+            self._serial.append((self.machine.time, bytes(data)))
+
+    def record_input(self, kind: str, data: bytes) -> None:
+        """Note something that entered the machine from outside (e.g. kind "serial": bytes
+        typed into the UART) at the current virtual time; call it when you feed it."""
+        if not self.closed:
+            self._inputs.append((self.machine.time, kind, bytes(data)))
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _flush(self, hi: int) -> None:
+        """Write exits [lo, hi) with their registers, and the console output so far."""
+        lo = self._lo
+        n = hi - lo
+        if len(self._snaps) < n:
+            raise TraceError(f"the recorder missed exits: {len(self._snaps)} snapshots for exits {lo}..{hi - 1}")
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            if n > 0:
+                self._write_exits(lo, hi)
+            if self._serial:
+                db.executemany("INSERT INTO serial (time, data) VALUES (?, ?)", self._serial)
+                self._serial_bytes += sum(len(d) for _t, d in self._serial)
+            if self._inputs:
+                db.executemany("INSERT INTO inputs (time, kind, data) VALUES (?, ?, ?)", self._inputs)
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise TraceError(f"{self.path}: cannot write the trace: {e}") from None
+        del self._snaps[:n]
+        self._serial.clear()
+        self._inputs.clear()
+        self._lo = hi
+        self._next_flush = hi + self.batch
+
+    def _write_exits(self, lo: int, hi: int) -> None:
+        db = self._db
+        log = self.machine.exits
+        cols = [log.column(name)[lo:hi] for name in EXIT_COLUMNS]
+        signed = [to_signed(c) if c.typecode == "Q" else c for c in cols]
+        db.executemany(_INSERT_EXITS, zip(range(lo, hi), *signed))
+        reasons = set(cols[2]) - self._reasons
+        if reasons:
+            db.executemany("INSERT OR IGNORE INTO reasons VALUES (?, ?)",
+                           [(r, log.reason_name(r)) for r in sorted(reasons)])
+            self._reasons |= reasons
+        snaps = self._snaps[:hi - lo]
+        vcpus = cols[0]
+        if vcpus.count(vcpus[0]) == len(vcpus):
+            groups = {vcpus[0]: (lo, hi - 1, snaps)}
+        else:
+            by_vcpu: dict[int, list[int]] = {}
+            for i, v in enumerate(vcpus):
+                by_vcpu.setdefault(v, []).append(i)
+            groups = {v: (lo + idx[0], lo + idx[-1], [snaps[i] for i in idx]) for v, idx in by_vcpu.items()}
+        placeholders = ",".join("?" * (2 + len(self.registers)))
+        for vcpu, (first, last, group) in sorted(groups.items()):
+            db.execute(f"INSERT INTO keyframes VALUES ({placeholders})", (first, vcpu, *map(s64, group[0])))
+            changed, data = pack_deltas(group)
+            db.execute("INSERT INTO regs VALUES (?, ?, ?, ?, ?, ?)", (first, vcpu, last, len(group), changed, data))
+
+    def flush(self) -> None:
+        """Commit every exit so far; call it while the machine is stopped (between runs)."""
+        if not self.closed:
+            self._flush(len(self.machine.exits))
+
+    def close(self, stop: Stop | None = None, elapsed: float | None = None) -> dict[str, Any]:
+        """Write the rest, record how the run stopped, set `ok`; returns a summary
+        (exits, bytes, bytes_per_exit, path)."""
+        if self.error is not None:
+            raise self.error if isinstance(self.error, TraceError) else TraceError(str(self.error))
+        if self.closed:
+            return self._summary()
+        m = self.machine
+        self._flush(len(m.exits))
+        meta: dict[str, Any] = {
+            "ok": 1,
+            "closed": _now(),
+            "exits": len(m.exits),
+            "serial_bytes": self._serial_bytes,
+            "end_time": m.time,
+            "vmm_log": json.dumps(m.hw.vmm_log),
+        }
+        if stop is not None:
+            meta.update(stop=stop.reason.value, stop_status=stop.status, stop_message=stop.message)
+        if elapsed is not None:
+            meta["elapsed_s"] = round(elapsed, 6)
+        self.closed = True
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+            self._db.execute("COMMIT")
+            self._db.execute("PRAGMA journal_mode=DELETE")  # one self-contained file again
+            self._db.close()
+        except sqlite3.Error as e:
+            raise TraceError(f"{self.path}: cannot finish the trace: {e}") from None
+        return self._summary()
+
+    def abort(self) -> None:
+        """Stop recording after an error: keep what was committed, leave `ok` at 0."""
+        if not self.closed:
+            self.closed = True
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+
+    def _summary(self) -> dict[str, Any]:
+        exits = len(self.machine.exits)
+        size = os.path.getsize(self.path) if self.path.exists() else 0
+        return {"path": str(self.path), "exits": exits, "bytes": size,
+                "bytes_per_exit": size / exits if exits else 0.0}
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

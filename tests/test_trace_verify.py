@@ -1,0 +1,173 @@
+"""`vmmtui replay --verify`: a recording re-runs identically; a changed guest shows its
+first divergence exactly; recorded inputs are fed back at their point in time."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from conftest import GUESTS, write_image
+from engine.config import MachineConfig
+from engine.loader import load
+from engine.machine import Machine
+from engine.trace import TraceWriter, open_trace
+from engine.trace.verify import ImageChanged, verify
+from vmmtui.cli import EXIT_USAGE, main
+
+BUNDLED = sorted(p.name for p in list(GUESTS.glob("*.img")) + list(GUESTS.glob("*.elf"))
+                 if not p.name.startswith("bench_"))
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_bundled_guest_is_there():
+    assert {"hello.img", "cpuid.img", "hypercall.img", "paging.img", "memory.img", "hello32.elf",
+            "hello64.elf"} <= set(BUNDLED)
+
+
+@pytest.mark.parametrize("vendor", ["intel", "amd"])
+@pytest.mark.parametrize("guest", BUNDLED)
+def test_record_then_verify_is_identical(capsys, tmp_path, guest, vendor):
+    path = tmp_path / "run.vmtrace"
+    code, _out, _err = _cli(capsys, "record", GUESTS / guest, "-o", path, "--vendor", vendor)
+    assert code == 0
+    n = len(open_trace(path))
+    code, out, err = _cli(capsys, "replay", "--verify", path)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"identical: {n:,} exits match the trace")
+
+
+# -- a guest changed by one instruction --------------------------------------------------------
+
+# mov dx,0x3f8; mov al,'A'; out dx,al; mov al,'B'; out dx,al; mov al,0; out 0xf4,al; cli; hlt
+ORIGINAL = bytes.fromhex("baf803" "b041" "ee" "b042" "ee" "b000" "e6f4" "faf4")
+
+
+def _record(image, path, vendor):
+    machine = Machine(MachineConfig(vendor=vendor))
+    writer = TraceWriter(path, machine, load(machine, image), force=True)
+    stop = machine.run(timeout=30)
+    writer.close(stop, 0.1)
+    return open_trace(path)
+
+
+@pytest.mark.parametrize("vendor,io_out,io_in", [("intel", 0x03F8_0000, 0x03F8_0008),
+                                                  ("amd", 0x03F8_0090, 0x03F8_0091)])
+def test_one_changed_instruction_is_the_first_divergence(capsys, tmp_path, vendor, io_out, io_in):
+    original = write_image(tmp_path, ORIGINAL, "original.img")
+    trace = _record(original, tmp_path / "t.vmtrace", vendor)
+    assert len(trace) == 3
+    # mov al,'B' -> mov al,'C': the second OUT is taken at the same place with RAX one more.
+    other_value = write_image(tmp_path, ORIGINAL.replace(bytes.fromhex("b042"), bytes.fromhex("b043")), "c.img")
+    result = verify(trace, other_value, allow_image_change=True)
+    d = result.divergence
+    assert (d.seq, d.field, d.expected, d.got) == (1, "rax", 0x42, 0x43)
+    assert result.checked == 1 and result.image_changed
+    # out dx,al -> in al,dx (same length): the exit's qualification says IN.
+    other_direction = write_image(tmp_path, ORIGINAL.replace(bytes.fromhex("b042ee"), bytes.fromhex("b042ec")),
+                                  "d.img")
+    d = verify(trace, other_direction, allow_image_change=True).divergence
+    assert (d.seq, d.field, d.expected, d.got) == (1, "info1", io_out, io_in)
+    assert str(d) == f"exit 1: info1: expected {io_out:#x}, got {io_in:#x}"
+
+
+def test_the_divergence_report_through_the_cli(capsys, tmp_path):
+    original = write_image(tmp_path, ORIGINAL, "original.img")
+    changed = write_image(tmp_path, ORIGINAL.replace(bytes.fromhex("b042"), bytes.fromhex("b043")), "changed.img")
+    path = tmp_path / "t.vmtrace"
+    _cli(capsys, "record", original, "-o", path)
+    code, out, err = _cli(capsys, "replay", "--verify", path, changed)
+    assert code == EXIT_USAGE and out == "" and err.count("\n") == 1
+    old, new = open_trace(path).meta["image_sha256"], load(Machine(), changed).sha256
+    assert f"SHA-256 {new} differs from the traced image's {old}" in err
+    code, out, err = _cli(capsys, "replay", "--verify", path, changed, "--allow-image-change")
+    assert code == 1 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == "diverged at exit 1: rax: expected 0x42, got 0x43"
+    assert lines[1].startswith("  recorded: IO_INSTRUCTION at rip 0x7c08")
+    assert lines[2].startswith("  re-run:   IO_INSTRUCTION at rip 0x7c08")
+    assert "1 of 3 exits matched before it" in out
+
+
+def test_a_changed_image_is_refused_without_the_flag(tmp_path):
+    original = write_image(tmp_path, ORIGINAL, "original.img")
+    trace = _record(original, tmp_path / "t.vmtrace", "intel")
+    changed = write_image(tmp_path, ORIGINAL.replace(bytes.fromhex("b000"), bytes.fromhex("b001")), "x.img")
+    with pytest.raises(ImageChanged, match=trace.meta["image_sha256"]):
+        verify(trace, changed)
+
+
+def test_a_changed_stop_status_is_a_divergence(tmp_path):
+    original = write_image(tmp_path, ORIGINAL, "original.img")
+    trace = _record(original, tmp_path / "t.vmtrace", "intel")
+    changed = write_image(tmp_path, ORIGINAL.replace(bytes.fromhex("b000e6f4"), bytes.fromhex("b001e6f4")), "s.img")
+    d = verify(trace, changed, allow_image_change=True).divergence
+    # mov al,0 -> mov al,1 before OUT 0xF4: the last exit's RAX differs first.
+    assert (d.seq, d.field, d.expected, d.got) == (2, "rax", 0x00, 0x01)
+
+
+def test_another_instruction_in_place_differs_in_the_first_field_that_shows_it(tmp_path):
+    original = write_image(tmp_path, ORIGINAL, "original.img")
+    trace = _record(original, tmp_path / "t.vmtrace", "intel")
+    # The first `out dx,al` (1 byte) becomes `out 0xf4,al` (2 bytes): same place, same reason.
+    other = write_image(tmp_path, bytes.fromhex("baf803" "b041" "e6f4" "faf4"), "other.img")
+    result = verify(trace, other, allow_image_change=True)
+    d = result.divergence
+    assert (d.seq, d.field, d.expected, d.got) == (0, "length", 1, 2)
+    assert result.checked == 0
+
+
+def test_a_run_that_ends_sooner_is_reported_at_the_missing_exit(tmp_path):
+    original = write_image(tmp_path, ORIGINAL, "original.img")
+    trace = _record(original, tmp_path / "t.vmtrace", "intel")
+    # The second `out dx,al` becomes `cli; hlt`: the run halts after one exit.
+    shorter = write_image(tmp_path, ORIGINAL.replace(bytes.fromhex("b042ee"), bytes.fromhex("b042f4")), "h.img")
+    result = verify(trace, shorter, allow_image_change=True)
+    d = result.divergence
+    assert d.seq == 1 and result.checked == 1
+    assert d.field == "reason" and d.expected == 30 and d.got == 12  # IO_INSTRUCTION, then HLT
+
+
+def test_a_prefix_trace_verifies(capsys, tmp_path):
+    path = tmp_path / "prefix.vmtrace"
+    code, _out, _err = _cli(capsys, "record", GUESTS / "cpuid.img", "-o", path, "--max-exits", "100")
+    assert code == 72
+    code, out, _err = _cli(capsys, "replay", "--verify", path)
+    assert code == 0 and out.startswith("identical: 100 exits")
+    assert "the trace ends after exit 99 (recorded stop: max-exits)" in out
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+# Poll the LSR until a byte is ready, read it, echo it, end with it as the status.
+ECHO = bytes.fromhex("bafd03" "ec" "a801" "74fb" "baf803" "ec" "ee" "e6f4" "faf4")
+
+
+def test_recorded_serial_input_is_fed_back_at_its_time(tmp_path):
+    image = write_image(tmp_path, ECHO, "echo.img")
+    path = tmp_path / "echo.vmtrace"
+    machine = Machine(MachineConfig())
+    writer = TraceWriter(path, machine, load(machine, image))
+    assert machine.run(max_exits=10).reason.value == "max-exits"  # ten polls: nothing typed yet
+    writer.record_input("serial", b"A")
+    machine.send_serial(b"A")
+    stop = machine.run(timeout=30)
+    writer.close(stop, 0.1)
+    assert (stop.reason.value, stop.status, bytes(machine.serial)) == ("debug-exit", 0x41, b"A")
+    trace = open_trace(path)
+    assert trace.inputs() == [(10_000, "serial", b"A")]
+    result = verify(trace)
+    assert result.identical, result.report()
+    # Without the input the guest polls on: exit 10 reads an LSR with no data ready.
+    trace.close()
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM inputs")
+    db.commit()
+    db.close()
+    d = verify(open_trace(path), timeout=5).divergence
+    assert (d.seq, d.field, d.expected, d.got) == (10, "aux1", 0x61, 0x60)

@@ -1,0 +1,763 @@
+"""Replay: the debugger on a recorded trace, without running anything.
+
+`ReplaySession` offers what the panes read from a live `Session` (`machine.exits`,
+`machine.hw`, `regs`, the console, ...) from a trace, at a *position*: the
+selected exit. The registers are those at that exit (keyframe + deltas); the
+console shows what the guest had written by the end of that exit's handling;
+the exit log, the exit detail and the vCPU schedule show the whole trace.
+Panes that need a past state the trace does not hold (guest memory, page
+tables, disassembly, the VMCS / VMCB) say so instead of showing today's.
+
+Commands (`:` line, palette keys, `vmmtui replay TRACE --script FILE`):
+`next [N]` / `prev [N]` move through the exits (among those the filter shows,
+when one is set), `goto N`, `goto time T`, `goto first|last`, `break exit
+FILTER` + `continue` / `rcontinue` jump to the next / previous matching exit,
+`filter`, `exit N`, `regs`, `console`, `info`, `help`, `quit`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.binding import Binding
+
+from engine.errors import EngineError
+from engine.machine import Stop, StopReason
+from engine.trace.format import TraceError
+from engine.trace.reader import Trace
+
+from .commands import PANES, CommandError, Outcome
+from .views.console import console_view
+from .views.exit_log import ExitRows, FilterPlan, exit_row_text
+from .views.registers import CHANGED, CR0_BITS, CR4_BITS, GPRS, RFLAGS_BITS, bits
+from .widgets.pane import Pane
+
+NOT_RECORDED = {
+    "vmcs": ("VMCS / VMCB", "the {structure} as it was at a past exit is not in the trace: the exit's own "
+                            "fields are in the exit detail pane, the guest registers in the registers pane"),
+    "disasm": ("disassembly", "disassembly needs guest memory at the selected exit, and a trace holds no "
+                              "guest memory yet"),
+    "pagetables": ("page tables", "the guest's page tables and the {slat} are guest and host memory at the "
+                                  "selected exit, which a trace does not hold yet"),
+    "memory": ("memory", "guest memory at a past exit is not in the trace (a trace records exits, registers "
+                         "and console output, not memory)"),
+}
+
+
+class NotInTrace(EngineError):
+    """Something a replay cannot show: the trace does not hold it."""
+
+    title = "not in the trace"
+
+
+# -- the session ------------------------------------------------------------------------
+
+class ReplayMachine:
+    """The part of `engine.machine.Machine` the panes read, served from a trace."""
+
+    def __init__(self, trace: Trace, session: ReplaySession) -> None:
+        self.trace = trace
+        self._session = session
+        self.exits = trace.exits
+        self.hw = trace.hw
+        self.vendor = trace.vendor
+        self.config = trace.config()
+        self.breakpoints: list[int] = []
+        self.exit_breaks: list[Any] = []
+        self.time = int(trace.meta.get("end_time") or (self.exits.time[-1] if len(self.exits) else 0))
+        reason = trace.meta.get("stop")
+        try:
+            self.stop: Stop | None = Stop(StopReason(reason), trace.meta.get("stop_status"),
+                                          str(trace.meta.get("stop_message") or "")) if reason else None
+        except ValueError:
+            self.stop = None
+        self._serial = trace.serial_chunks()
+
+    @property
+    def serial(self) -> bytes:
+        """The console output up to the end of the selected exit."""
+        pos = self._session.position
+        if pos is None:
+            return b""
+        t = self.exits.time[pos]
+        return b"".join(d for when, d in self._serial if when <= t)
+
+    def registers(self, vcpu: int = 0) -> dict[str, int]:
+        return dict(self._session.regs)
+
+    def _absent(self, what: str) -> NotInTrace:
+        return NotInTrace(f"{what} at a past exit is not in the trace")
+
+    def guest_state(self, vcpu: int = 0) -> Any:
+        raise self._absent("the hidden segment state")
+
+    def read_gpa(self, gpa: int, size: int) -> bytes:
+        raise self._absent("guest memory")
+
+    def read_gva(self, gva: int, size: int, vcpu: int = 0) -> bytes:
+        raise self._absent("guest memory")
+
+    def translate(self, gva: int, vcpu: int = 0) -> Any:
+        raise self._absent("the guest's page tables")
+
+    def structure(self, vcpu: int = 0) -> Any:
+        raise self._absent(f"the {self.hw.structure_name}")
+
+    def code_bits(self, vcpu: int = 0) -> tuple[int, int]:
+        raise self._absent("the code segment")
+
+    def send_serial(self, data: bytes) -> None:
+        raise NotInTrace("a replay runs nothing: the guest cannot take input")
+
+
+@dataclass
+class ReplaySession:
+    """A trace under the debugger: a position (the selected exit) and the state there."""
+
+    trace: Trace
+    vcpu: int = 0
+    position: int | None = None
+    regs: dict[str, int] = field(default_factory=dict)
+    prev_regs: dict[str, int] = field(default_factory=dict)
+    fields: dict[str, int] = field(default_factory=dict)
+    prev_fields: dict[str, int] = field(default_factory=dict)
+    filter_text: str = ""
+    break_filters: list[tuple[int, str]] = field(default_factory=list)
+    replay: bool = True
+
+    def __post_init__(self) -> None:
+        self.machine = ReplayMachine(self.trace, self)
+        self.last_stop = self.machine.stop
+        self.exit_breaks: list[Any] = []
+        self.address_breaks: dict[int, int] = {}
+        self._rows = ExitRows(self.machine.exits, self.machine.hw.decode, self.machine.vendor)
+        self._plans: dict[str, FilterPlan | None] = {}
+        self._next_break = 1
+        if len(self) and self.position is None:
+            try:
+                self.goto(0)
+            except CommandError as e:  # the trace cannot even show its first exit
+                raise TraceError(str(e)) from None
+
+    @classmethod
+    def open(cls, path: str) -> ReplaySession:
+        from engine.trace import open_trace
+
+        return cls(open_trace(path))
+
+    def __len__(self) -> int:
+        return len(self.machine.exits)
+
+    # -- moving --------------------------------------------------------------------
+
+    def goto(self, seq: int) -> int:
+        """Select exit `seq`: the registers there, diffed against the vCPU's exit before it."""
+        n = len(self)
+        if not 0 <= seq < n:
+            raise CommandError(f"no exit {seq} (the trace has {n:,}: 0 to {n - 1:,})" if n else
+                               "the trace has no exits")
+        try:
+            regs = self.trace.registers(seq)
+            before = self.trace.previous_of_vcpu(seq)
+            prev = self.trace.registers(before) if before is not None else regs
+        except TraceError as e:
+            raise CommandError(str(e)) from None
+        self.position = seq
+        self.vcpu = self.machine.exits.vcpu[seq]
+        self.regs, self.prev_regs = regs, prev
+        return seq
+
+    def goto_time(self, time: int) -> int:
+        """Select the first exit at or after virtual time `time` (the last exit if none)."""
+        seq = self.machine.exits.seq_at_time(time)
+        return self.goto(min(seq, len(self) - 1))
+
+    def _plan(self, text: str) -> FilterPlan | None:
+        if text not in self._plans:
+            self._plans[text] = FilterPlan.compile(text)
+        return self._plans[text]
+
+    def _matching(self, plans: list[FilterPlan | None], forward: bool, start: int) -> int | None:
+        """The nearest exit from `start` (inclusive) in the direction that passes any plan."""
+        n = len(self)
+        if any(p is None for p in plans):
+            return start if 0 <= start < n else None
+        step = 65536
+        if forward:
+            lo = start
+            while lo < n:
+                hi = min(n, lo + step)
+                found = [seqs[0] for p in plans if (seqs := p.select(self._rows, lo, hi)) is not None and len(seqs)]
+                if found:
+                    return min(found)
+                lo = hi
+        else:
+            hi = start + 1
+            while hi > 0:
+                lo = max(0, hi - step)
+                found = [seqs[-1] for p in plans if (seqs := p.select(self._rows, lo, hi)) is not None and len(seqs)]
+                if found:
+                    return max(found)
+                hi = lo
+        return None
+
+    def step(self, count: int) -> int:
+        """Move `count` exits forward (negative: backward) among those the filter shows."""
+        if self.position is None:
+            raise CommandError("the trace has no exits")
+        plan = self._plan(self.filter_text)
+        seq = self.position
+        for _ in range(abs(count)):
+            nxt = self._matching([plan], count > 0, seq + (1 if count > 0 else -1))
+            if nxt is None:
+                if seq == self.position:
+                    where = "last" if count > 0 else "first"
+                    raise CommandError(f"already at the {where} exit" + (f" the filter shows ({self.filter_text})"
+                                                                       if self.filter_text else ""))
+                break
+            seq = nxt
+        return self.goto(seq)
+
+    def continue_(self, forward: bool) -> int:
+        """To the next (previous) exit matching an exit breakpoint, or the last (first) exit."""
+        if self.position is None:
+            raise CommandError("the trace has no exits")
+        plans = [self._plan(text) for _n, text in self.break_filters]
+        start = self.position + (1 if forward else -1)
+        seq = self._matching(plans, forward, start) if plans else None
+        if seq is None:
+            seq = len(self) - 1 if forward else 0
+        return self.goto(seq)
+
+    # -- what the panes ask ----------------------------------------------------------
+
+    def changed_registers(self) -> set[str]:
+        return {k for k, v in self.regs.items() if self.prev_regs.get(k) != v}
+
+    def changed_fields(self) -> set[str]:
+        return set()
+
+    def mark_stop(self, stop: Stop | None) -> None:
+        """Nothing runs in a replay (Session compatibility)."""
+
+
+# -- views --------------------------------------------------------------------------------
+
+def _mode(regs: dict[str, int]) -> str:
+    cr0 = regs.get("cr0", 0)
+    if not cr0 & 1:
+        return "real"
+    if cr0 >> 31 and regs.get("cr4", 0) & (1 << 5):
+        return "protected + PAE paging, or long (EFER is not in the trace)"
+    return "protected" + (" + paging" if cr0 >> 31 else "")
+
+
+def position_line(session: ReplaySession) -> Text:
+    """Where the replay is: exit N of M, its name, RIP and time."""
+    if session.position is None:
+        return Text("replay: the trace has no exits", style="bold")
+    seq = session.position
+    e = session.machine.exits[seq]
+    text = Text.assemble(("replay ", "bold magenta"), (f"exit {seq:,}", "bold"), f" of {len(session):,}: ",
+                         (e.name, "bold"), f" at rip {e.rip:#x}, vCPU {e.vcpu}, time {e.time:,}")
+    summary = exit_row_text(e, session.machine.vendor)
+    if summary:
+        text.append(f"  {summary}", style="dim")
+    if session.filter_text:
+        text.append(f"  [filter: {session.filter_text}]", style="dim")
+    return text
+
+
+def registers_view(session: ReplaySession, wide: bool = True) -> RenderableType:
+    """The registers at the selected exit (as the guest left them when the exit was taken);
+    changes since the vCPU's previous exit highlighted."""
+    regs = session.regs
+    if session.position is None:
+        return Text("the trace has no exits", style="dim")
+    changed = session.changed_registers()
+
+    def value(name: str, width: int = 16) -> Text:
+        return Text(f"{regs.get(name, 0):0{width}x}", style=CHANGED if name in changed else "")
+
+    head = Text.assemble(("vCPU ", "dim"), (str(session.vcpu), "bold"), ("  at exit ", "dim"),
+                         (f"{session.position:,}", "bold"), ("  mode ", "dim"), (_mode(regs), "bold"))
+    gpr = Table.grid(padding=(0, 1))
+    cols = 2 if wide else 1
+    for _ in range(cols):
+        gpr.add_column(style="cyan", justify="right")
+        gpr.add_column()
+    names = list(GPRS) + ["rip", "rflags"]
+    for i in range(0, len(names), cols):
+        row: list[Text | str] = []
+        for name in names[i:i + cols]:
+            row += [name, value(name)]
+        gpr.add_row(*row)
+    flags = Text(f"  {bits(regs.get('rflags', 0), RFLAGS_BITS)}  IOPL={(regs.get('rflags', 0) >> 12) & 3}",
+                 style="dim")
+    segs = Table.grid(padding=(0, 1))
+    for _ in range(3):
+        segs.add_column(style="cyan", justify="right")
+        segs.add_column()
+    seg_names = ("cs", "ds", "es", "ss", "fs", "gs")
+    for i in range(0, 6, 3):
+        row = []
+        for name in seg_names[i:i + 3]:
+            row += [name, value(name, 4)]
+        segs.add_row(*row)
+    bases = Table.grid(padding=(0, 1))
+    bases.add_column(style="cyan", justify="right")
+    bases.add_column()
+    bases.add_column(style="dim")
+    for name, names_ in (("cr0", CR0_BITS), ("cr2", ()), ("cr3", ()), ("cr4", CR4_BITS), ("fs_base", ()),
+                         ("gs_base", ())):
+        bases.add_row(name, value(name), bits(regs.get(name, 0), names_))
+    note = Text("segment bases / limits / attributes, GDTR, IDTR, EFER: not in the trace", style="dim italic")
+    return Group(head, gpr, flags, segs, bases, note)
+
+
+def not_recorded_view(session: ReplaySession, pane: str) -> Text:
+    """What a pane that needs a past state the trace lacks shows."""
+    title, message = NOT_RECORDED[pane]
+    slat = "EPT" if session.machine.vendor == "intel" else "NPT"
+    where = f"at exit {session.position:,}" if session.position is not None else ""
+    return Text.assemble((f"{title} {where}: not recorded\n\n", "bold"),
+                         (message.format(structure=session.machine.hw.structure_name, slat=slat), "italic"),
+                         ("\n\nA replay shows the trace only; `vmmtui GUEST` runs the guest live.", "dim"))
+
+
+def info_view(session: ReplaySession) -> Table:
+    """What the trace holds: its meta table, readably."""
+    t = session.trace
+    table = Table(box=None, show_header=False, title=f"trace {t.path}", title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    keys = ("format_version", "vmmtui_version", "created", "vendor", "vcpus", "mem_size", "page_size",
+            "exit_options", "image_path", "image_sha256", "stop", "stop_status", "stop_message", "exits",
+            "elapsed_s", "ok")
+    for key in keys:
+        if key in t.meta:
+            table.add_row(key, str(t.meta[key]))
+    if not t.complete:
+        table.add_row("note", Text("incomplete: the recorder did not close this trace (killed or crashed)",
+                                   style="yellow"))
+    return table
+
+
+# -- commands -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReplayCommand:
+    name: str
+    usage: str
+    summary: str
+    handler: Callable[[ReplaySession, list[str]], Outcome]
+    aliases: tuple[str, ...] = ()
+
+
+REPLAY_COMMANDS: dict[str, ReplayCommand] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def _command(name: str, usage: str, summary: str, aliases: tuple[str, ...] = ()):  # noqa: ANN202
+    def register(fn: Callable[[ReplaySession, list[str]], Outcome]) -> Callable[[ReplaySession, list[str]], Outcome]:
+        REPLAY_COMMANDS[name] = ReplayCommand(name, usage, summary, fn, aliases)
+        for a in aliases:
+            _ALIASES[a] = name
+        return fn
+
+    return register
+
+
+def _number(text: str) -> int:
+    try:
+        return int(text.replace("_", "").replace(",", ""), 0)
+    except ValueError:
+        raise CommandError(f"not a number: {text!r}") from None
+
+
+def _moved(session: ReplaySession) -> Outcome:
+    return Outcome(position_line(session), ui=("goto", str(session.position)))
+
+
+@_command("next", "next [N]", "go to the next exit (N exits on; only exits the filter shows)",
+          aliases=("n", "step", "s", "si"))
+def _next(session: ReplaySession, args: list[str]) -> Outcome:
+    session.step(_number(args[0]) if args else 1)
+    return _moved(session)
+
+
+@_command("prev", "prev [N]", "go back to the previous exit (N exits back; only exits the filter shows)",
+          aliases=("back", "previous", "N"))
+def _prev(session: ReplaySession, args: list[str]) -> Outcome:
+    session.step(-(_number(args[0]) if args else 1))
+    return _moved(session)
+
+
+@_command("goto", "goto N | goto time T | goto first|last", "go to exit N, or the first exit at or after "
+          "virtual time T", aliases=("g", "jump"))
+def _goto(session: ReplaySession, args: list[str]) -> Outcome:
+    if not args:
+        raise CommandError("goto where? (goto N, goto time T, goto first, goto last)")
+    if args[0] == "time":
+        if len(args) < 2:
+            raise CommandError("goto time needs a virtual time (e.g. goto time 5000)")
+        session.goto_time(_number(args[1]))
+    elif args[0] in ("first", "start"):
+        session.goto(0)
+    elif args[0] in ("last", "end"):
+        session.goto(len(session) - 1)
+    else:
+        session.goto(_number(args[0]))
+    return _moved(session)
+
+
+@_command("continue", "continue", "go to the next exit matching an exit breakpoint (or the last exit)",
+          aliases=("c", "cont"))
+def _continue(session: ReplaySession, args: list[str]) -> Outcome:
+    session.continue_(forward=True)
+    return _moved(session)
+
+
+@_command("rcontinue", "rcontinue", "go back to the previous exit matching an exit breakpoint (or the first)",
+          aliases=("rc", "reverse-continue"))
+def _rcontinue(session: ReplaySession, args: list[str]) -> Outcome:
+    session.continue_(forward=False)
+    return _moved(session)
+
+
+@_command("break", "break exit FILTER", "stop continue / rcontinue at exits matching FILTER "
+          "(e.g. break exit io port=0x3f8)", aliases=("b",))
+def _break(session: ReplaySession, args: list[str]) -> Outcome:
+    if not args:
+        return _breakpoints(session, args)
+    if args[0] != "exit" or len(args) < 2:
+        raise CommandError("a replay breaks on exits only: break exit FILTER (addresses need a live run)")
+    text = " ".join(args[1:])
+    plan = FilterPlan.compile(text)
+    if plan is not None and plan.error:
+        raise CommandError(f"not an exit filter: {plan.error}")
+    n = session._next_break
+    session._next_break += 1
+    session.break_filters.append((n, text))
+    return Outcome(Text(f"breakpoint {n}: on exits matching {text!r} (continue / rcontinue go there)"))
+
+
+@_command("delete", "delete N | delete all", "delete an exit breakpoint", aliases=("d",))
+def _delete(session: ReplaySession, args: list[str]) -> Outcome:
+    if not args:
+        raise CommandError("delete which breakpoint? (delete N or delete all)")
+    if args[0] == "all":
+        n = len(session.break_filters)
+        session.break_filters.clear()
+        return Outcome(Text(f"deleted {n} breakpoints"))
+    number = _number(args[0])
+    for item in session.break_filters:
+        if item[0] == number:
+            session.break_filters.remove(item)
+            return Outcome(Text(f"deleted breakpoint {number}"))
+    raise CommandError(f"no breakpoint {number}")
+
+
+@_command("breakpoints", "breakpoints", "list the exit breakpoints", aliases=("bl",))
+def _breakpoints(session: ReplaySession, args: list[str]) -> Outcome:
+    if not session.break_filters:
+        return Outcome(Text("no breakpoints", style="dim"))
+    table = Table("#", "on exits matching", box=None, title="breakpoints", title_justify="left")
+    for n, text in session.break_filters:
+        table.add_row(str(n), text)
+    return Outcome(table)
+
+
+@_command("filter", "filter [FILTER]", "show only exits matching FILTER in the log; next / prev step "
+          "through them; no argument clears it")
+def _filter(session: ReplaySession, args: list[str]) -> Outcome:
+    text = " ".join(args)
+    session.filter_text = text
+    return Outcome(Text(f"exit log filter: {text!r}" if text else "exit log filter cleared"), ui=("filter", text))
+
+
+@_command("exit", "exit N", "go to exit N and show it in detail")
+def _exit(session: ReplaySession, args: list[str]) -> Outcome:
+    from .views.exit_log import exit_detail
+
+    if not args:
+        raise CommandError("exit which? (exit N, the seq from the exit log)")
+    session.goto(_number(args[0]))
+    return Outcome(exit_detail(session, session.position), ui=("goto", str(session.position)))  # type: ignore[arg-type]
+
+
+@_command("exits", "exits [N] [FILTER]", "show the last N exits (default 20) up to here, optionally filtered")
+def _exits(session: ReplaySession, args: list[str]) -> Outcome:
+    last = 20
+    if args and args[0].isdigit():
+        last = int(args[0])
+        args = args[1:]
+    text = " ".join(args)
+    plan = FilterPlan.compile(text)
+    upto = (session.position or 0) + 1
+    seqs = list(range(upto)) if plan is None else list(plan.select(session._rows, 0, upto) or [])
+    table = Table(title=f"exits up to {upto - 1:,}" + (f" matching {text!r}" if text else ""), title_justify="left")
+    for h in ("seq", "vcpu", "time", "name", "rip", "qualification"):
+        table.add_column(h, no_wrap=True)
+    for seq in seqs[-last:]:
+        c = session._rows.cells(seq)
+        table.add_row(c.seq, c.vcpu, c.time, c.name, c.rip, c.qualification)
+    return Outcome(table)
+
+
+@_command("regs", "regs", "show the registers at the selected exit", aliases=("registers", "r"))
+def _regs(session: ReplaySession, args: list[str]) -> Outcome:
+    return Outcome(registers_view(session), ui=("pane", "registers"))
+
+
+@_command("console", "console", "show the console output up to the selected exit")
+def _console(session: ReplaySession, args: list[str]) -> Outcome:
+    return Outcome(console_view(session), ui=("pane", "console"))  # type: ignore[arg-type]
+
+
+@_command("info", "info", "what the trace holds: configuration, image, how the run stopped")
+def _info(session: ReplaySession, args: list[str]) -> Outcome:
+    return Outcome(info_view(session))
+
+
+@_command("pause", "pause", "(nothing runs in a replay)", aliases=("p",))
+def _pause(session: ReplaySession, args: list[str]) -> Outcome:
+    return Outcome(Text("nothing runs in a replay: next / prev / goto move through the trace", style="dim"))
+
+
+@_command("pane", "pane NAME", f"show a pane ({', '.join(PANES)})")
+def _pane(session: ReplaySession, args: list[str]) -> Outcome:
+    if not args or args[0] not in PANES:
+        raise CommandError(f"pane is one of: {', '.join(PANES)}")
+    return Outcome(ui=("pane", args[0]))
+
+
+@_command("theme", "theme dark|light", "switch between the dark and light themes")
+def _theme(session: ReplaySession, args: list[str]) -> Outcome:
+    if not args or args[0] not in ("dark", "light"):
+        raise CommandError("theme dark or theme light")
+    return Outcome(ui=("theme", args[0]))
+
+
+@_command("help", "help [COMMAND]", "list the replay commands, or explain one", aliases=("h", "?"))
+def _help(session: ReplaySession, args: list[str]) -> Outcome:
+    if args:
+        cmd = lookup(args[0])
+        aliases = f"  (also: {', '.join(cmd.aliases)})" if cmd.aliases else ""
+        return Outcome(Text(f"{cmd.usage}\n  {cmd.summary}{aliases}"))
+    table = Table("command", "what it does", box=None, title="replay commands", title_justify="left")
+    for cmd in REPLAY_COMMANDS.values():
+        table.add_row(cmd.usage, cmd.summary)
+    return Outcome(table)
+
+
+@_command("quit", "quit", "leave vmmtui", aliases=("q",))
+def _quit(session: ReplaySession, args: list[str]) -> Outcome:
+    return Outcome(ui=("quit",))
+
+
+_LIVE_ONLY = {"memory": "mem", "mem": "mem", "disasm": "disasm", "x": "disasm", "u": "disasm",
+              "translate": "translate", "t": "translate", "pagetables": "pagetables", "pt": "pagetables",
+              "vmcs": "vmcs", "vmcb": "vmcs", "send": "send", "vcpu": "vcpu"}
+
+
+def lookup(word: str) -> ReplayCommand:
+    """The replay command a word names (name, alias or unambiguous prefix)."""
+    name = _ALIASES.get(word, _ALIASES.get(word.lower(), word.lower()))
+    if name in REPLAY_COMMANDS:
+        return REPLAY_COMMANDS[name]
+    if name in _LIVE_ONLY:
+        raise CommandError(f"{word}: not in a replay (the trace holds no guest memory, page tables or "
+                           "VMCS / VMCB at past exits; run the guest live for that)")
+    matches = [n for n in REPLAY_COMMANDS if n.startswith(name)]
+    if len(matches) == 1:
+        return REPLAY_COMMANDS[matches[0]]
+    if matches:
+        raise CommandError(f"{word!r} is ambiguous: {', '.join(sorted(matches))}")
+    raise CommandError(f"unknown command {word!r} (type help)")
+
+
+def execute(session: ReplaySession, line: str) -> Outcome:
+    """Parse and run one replay command line."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError as e:
+        raise CommandError(f"cannot parse {line!r}: {e}") from None
+    if not words:
+        return Outcome()
+    cmd = lookup(words[0])
+    try:
+        return cmd.handler(session, words[1:])
+    except EngineError as e:
+        raise CommandError(str(e)) from None
+
+
+def complete(prefix: str) -> list[str]:
+    """Completions of a partly typed replay command."""
+    words = prefix.split()
+    if len(words) <= 1 and not prefix.endswith(" "):
+        stem = words[0].lower() if words else ""
+        return sorted(n for n in REPLAY_COMMANDS if n.startswith(stem))
+    head = words[0] if words else ""
+    options = {"goto": ["time ", "first", "last"], "break": ["exit "], "pane": list(PANES),
+               "theme": ["dark", "light"]}.get(head, [])
+    rest = prefix.split(maxsplit=1)[1] if len(prefix.split(maxsplit=1)) > 1 else ""
+    return [f"{head} {o}" for o in options if o.startswith(rest)]
+
+
+def run_replay_script(session: ReplaySession, lines: Iterable[str], console: Console) -> int:
+    """`vmmtui replay TRACE --script FILE`: each command echoed, then what it shows; 1 if one failed."""
+    status = 0
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        console.print(Text(f"({number}) {line}", style="bold"))
+        try:
+            outcome = execute(session, line)
+        except CommandError as e:
+            console.print(Text(f"error: {e}", style="red"))
+            status = 1
+            continue
+        if outcome.output is not None:
+            console.print(outcome.output)
+        elif outcome.ui and outcome.ui[0] in ("pane", "theme"):
+            console.print(Text(f"({outcome.ui[0]}: nothing to do without a screen)", style="dim"))
+        if outcome.ui and outcome.ui[0] == "quit":
+            break
+    return status
+
+
+# -- the TUI --------------------------------------------------------------------------------
+
+class ReplayRegistersPane(Pane):
+    """The registers at the selected exit."""
+
+    TITLE = "registers (replay)"
+
+    def render_view(self, session):  # noqa: ANN001, ANN201
+        return registers_view(session, wide=self.size.width >= 44 or self.size.width == 0)
+
+
+class NotRecordedPane(Pane):
+    """A pane whose past state the trace does not hold: it says so."""
+
+    def __init__(self, pane: str, *, id: str | None = None) -> None:
+        self.pane = pane
+        self.TITLE = f"{NOT_RECORDED[pane][0]} (not in the trace)"
+        super().__init__(id=id)
+
+    def render_view(self, session):  # noqa: ANN001, ANN201
+        return not_recorded_view(session, self.pane)
+
+
+class ReplayConsolePane(Pane):
+    """The console output up to the selected exit (no input: nothing runs)."""
+
+    TITLE = "console (replay)"
+
+    def render_view(self, session):  # noqa: ANN001, ANN201
+        view = console_view(session, lines=max(self.size.height, 10))
+        self.scroll_end(animate=False)
+        return view
+
+
+_APP_CLASS: list[type] = []
+
+
+def _replay_app_class() -> type:
+    if _APP_CLASS:
+        return _APP_CLASS[0]
+    from .app import ExitDetailPane, VmmApp  # the app imports panes; import it only for the TUI
+    from .widgets.exit_log import ExitLogView
+
+    class ReplayApp(VmmApp):
+        """The TUI on a trace: the live app with replay panes and replay commands."""
+
+        BINDINGS = [*VmmApp.BINDINGS,
+                    Binding("N", "command('prev')", "prev exit", id="prev"),
+                    Binding("g", "prompt('goto ')", "goto", id="goto"),
+                    Binding("C", "command('rcontinue')", "reverse-continue", show=False, id="rcontinue")]
+
+        def __init__(self, session: ReplaySession) -> None:
+            super().__init__(session.trace.path, session.machine.config, session=session)
+
+        def compose(self):  # noqa: ANN201
+            swap = {"registers": lambda: ReplayRegistersPane(id="registers"),
+                    "console": lambda: ReplayConsolePane(id="console"),
+                    **{name: (lambda n=name: NotRecordedPane(n, id=n)) for name in NOT_RECORDED}}
+            for widget in super().compose():
+                make = swap.get(widget.id or "")
+                yield make() if make is not None else widget
+
+        def on_mount(self) -> None:
+            super().on_mount()
+            session = self.session
+            state = "" if session.trace.complete else " — incomplete trace"
+            self.sub_title = f"replay of {session.trace.path.name} — {session.machine.vendor}{state}"
+            if session.position is not None:
+                self._select_exit(session.position)
+
+        def run_line(self, line: str) -> None:
+            try:
+                outcome = execute(self.session, line)
+            except CommandError as e:
+                self.notify(str(e), title=line, severity="error")
+                return
+            self._apply(outcome)
+
+        def on_key(self, event: Any) -> None:
+            cmdline = self.query_one("#cmdline")
+            if event.key == "tab" and cmdline.has_focus:
+                options = complete(cmdline.value)
+                if len(options) == 1:
+                    cmdline.value = options[0] + ("" if options[0].endswith(" ") else " ")
+                    cmdline.cursor_position = len(cmdline.value)
+                elif options:
+                    self._show_output(Text("  ".join(options), style="dim"))
+                event.stop()
+                event.prevent_default()
+
+        def _ui_goto(self, seq: str) -> None:
+            self._select_exit(int(seq))
+
+        def _ui_select_exit(self, seq: str) -> None:
+            self._select_exit(int(seq))
+
+        def _refresh_panes(self) -> None:
+            session = self.session
+            self.query_one(ExitLogView).refresh_count()
+            for pane in self.query(Pane):
+                pane.refresh_from(session)
+            self.query_one("#status").update(position_line(session))
+
+        def _select_exit(self, seq: int, move_cursor: bool = True) -> None:
+            session = self.session
+            if seq != session.position:
+                try:
+                    session.goto(seq)
+                except CommandError as e:
+                    self.notify(str(e), severity="error")
+                    return
+            self.query_one(ExitDetailPane).seq = seq
+            self._refresh_panes()
+            if move_cursor:
+                self.query_one(ExitLogView).show_seq(seq)
+
+    _APP_CLASS.append(ReplayApp)
+    return ReplayApp
+
+
+def make_replay_app(trace: Trace | str) -> Any:
+    """The replay TUI on `trace` (a Trace or a path), as the CLI and the tests build it."""
+    from engine.trace import open_trace
+
+    if not isinstance(trace, Trace):
+        trace = open_trace(trace)
+    return _replay_app_class()(ReplaySession(trace))
