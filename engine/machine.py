@@ -346,6 +346,10 @@ class Machine:
                 if self._pending is not None and self._pending.reason == StopReason.PAUSE:
                     return self._take_pending()
                 self._running = v
+            if deadline is not None and time.monotonic() >= deadline:
+                with self._lock:
+                    self._running = None
+                return Stop(StopReason.TIMEOUT, message=f"stopped after {timeout} s")
             begin = v.uc.reg_read(X.UC_X86_REG_RIP)
             slice_us = 0 if deadline is None else max(1, int((deadline - time.monotonic()) * 1e6))
             n = count or (COUNTED_SLICE if counted else 0)
@@ -354,6 +358,13 @@ class Machine:
                 error = None
             except UcError as e:
                 error = e
+            except EngineError as e:
+                # The guest put the machine where the engine cannot follow it (for
+                # example paging on over page tables that map nothing): a stop, not a crash.
+                error = None
+                self._event = None
+                if self._pending is None or not self._pending.final:
+                    self._pending = Stop(StopReason.ERROR, message=f"{e} (at RIP {v.uc.reg_read(X.UC_X86_REG_RIP):#x})")
             finally:
                 with self._lock:
                     self._running = None
@@ -364,8 +375,13 @@ class Machine:
                 v.uc.reg_write(X.UC_X86_REG_RIP, next_rip)
             if error is not None:
                 if error.errno == UC_ERR_FETCH_PROT and self._fetch_fault is not None:
-                    self._scan_code_page(v, self._fetch_fault)
-                    self._fetch_fault = None
+                    try:
+                        self._scan_code_page(v, self._fetch_fault)
+                    except EngineError as e:
+                        self._pending = Stop(StopReason.ERROR, message=str(e))
+                        return self._take_pending()
+                    finally:
+                        self._fetch_fault = None
                     continue
                 if error.errno == UC_ERR_INSN_INVALID and self._pending is None:
                     # Unicorn reports invalid opcodes (UD2, a VMCALL of the wrong
@@ -375,7 +391,10 @@ class Machine:
                     self._pending = Stop(StopReason.ERROR, message=self._describe_error(v, error))
             if self._event is not None and self._pending is None:
                 event, self._event = self._event, None
-                self._take_event(v, event)
+                try:
+                    self._take_event(v, event)
+                except EngineError as e:
+                    self._pending = Stop(StopReason.ERROR, message=f"delivering vector {event.vector:#x}: {e}")
                 if self._pending is None:
                     if count:
                         return Stop(StopReason.STEP)
@@ -464,7 +483,10 @@ class Machine:
             info = (selector << 4, 0xFFFF, 0x93)
         else:
             gdt_base = v.uc.reg_read(X.UC_X86_REG_GDTR)[1]
-            raw = int.from_bytes(self._read_linear(v, gdt_base + (selector & ~7), 8, cr0), "little")
+            try:
+                raw = int.from_bytes(self._read_linear(v, gdt_base + (selector & ~7), 8, cr0), "little")
+            except EngineError:
+                return 0, 0, 0  # the GDT is not mapped: nothing known about the segment (not cached)
             base = ((raw >> 16) & 0xFFFFFF) | ((raw >> 56) & 0xFF) << 24
             limit = (raw & 0xFFFF) | ((raw >> 48) & 0xF) << 16
             flags = (raw >> 52) & 0xF
