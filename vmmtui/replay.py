@@ -32,7 +32,7 @@ from engine.machine import Stop, StopReason
 from engine.trace.format import TraceError
 from engine.trace.reader import Trace
 
-from .commands import PANES, CommandError, Outcome
+from .commands import COMMANDS, PANES, CommandError, Outcome
 from .views.console import console_view
 from .views.exit_log import ExitRows, FilterPlan, exit_row_text
 from .views.registers import CHANGED, CR0_BITS, CR4_BITS, GPRS, RFLAGS_BITS, bits
@@ -531,18 +531,10 @@ def _pause(session: ReplaySession, args: list[str]) -> Outcome:
     return Outcome(Text("nothing runs in a replay: next / prev / goto move through the trace", style="dim"))
 
 
-@_command("pane", "pane NAME", f"show a pane ({', '.join(PANES)})")
-def _pane(session: ReplaySession, args: list[str]) -> Outcome:
-    if not args or args[0] not in PANES:
-        raise CommandError(f"pane is one of: {', '.join(PANES)}")
-    return Outcome(ui=("pane", args[0]))
-
-
-@_command("theme", "theme dark|light", "switch between the dark and light themes")
-def _theme(session: ReplaySession, args: list[str]) -> Outcome:
-    if not args or args[0] not in ("dark", "light"):
-        raise CommandError("theme dark or theme light")
-    return Outcome(ui=("theme", args[0]))
+# The screen commands read nothing of the session: the live ones serve a replay too.
+for _name in ("pane", "theme"):
+    _live = COMMANDS[_name]
+    _command(_live.name, _live.usage, _live.summary, _live.aliases)(_live.handler)
 
 
 @_command("help", "help [COMMAND]", "list the replay commands, or explain one", aliases=("h", "?"))
@@ -557,9 +549,7 @@ def _help(session: ReplaySession, args: list[str]) -> Outcome:
     return Outcome(table)
 
 
-@_command("quit", "quit", "leave vmmtui", aliases=("q",))
-def _quit(session: ReplaySession, args: list[str]) -> Outcome:
-    return Outcome(ui=("quit",))
+_command("quit", COMMANDS["quit"].usage, COMMANDS["quit"].summary, COMMANDS["quit"].aliases)(COMMANDS["quit"].handler)
 
 
 _LIVE_ONLY = {"memory": "mem", "mem": "mem", "disasm": "disasm", "x": "disasm", "u": "disasm",

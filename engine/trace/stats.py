@@ -212,7 +212,7 @@ def format_report(s: dict[str, Any]) -> str:
     lines += [
         "",
         "overhead model (wall-clock microseconds on this engine):",
-        f"  overhead = c1 x address-translation exits + c2 x interrupt-related exits + c3 x context switches",
+        "  overhead = c1 x address-translation exits + c2 x interrupt-related exits + c3 x context switches",
         f"           = {m['c1_us']} x {m['address_translation_exits']:,} + {m['c2_us']} x "
         f"{m['interrupt_related_exits']:,} + {m['c3_us']} x {m['context_switches']:,}"
         f" = {m['overhead_us'] / 1e3:,.2f} ms{wall}",
