@@ -8,7 +8,7 @@ from rich.console import Console
 from conftest import GUESTS
 from engine.config import MachineConfig
 from vmmtui.cli import main
-from vmmtui.commands import CommandError, complete, execute, lookup
+from vmmtui.commands import CommandError, complete, lookup
 from vmmtui.script import run_script
 from vmmtui.session import Session
 

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from engine.bits import bit_names
 from engine.hostmem import HostMemory
-from engine.vmx import controls
 from engine.vmx.controls import (
     EntryControls,
     ExitControls,
