@@ -189,3 +189,73 @@ def test_triple_fault_is_a_message_not_a_crash(tmp_path):
             await pilot.press("c")  # the machine has finished: continuing says so again
             await _settle(app, pilot)
     run(go())
+
+
+def test_every_command_and_pane_key_through_the_pilot():
+    """Each command at ':' and each pane key, with what it shows checked where it has a value."""
+    async def go():
+        app = make_app(GUESTS / "paging.img")
+        async with app.run_test(size=(160, 48)) as pilot:
+            async def command(line):
+                await pilot.press("colon")
+                await pilot.press(*line)
+                await pilot.press("enter")
+                await _settle(app, pilot)
+
+            await command("step 3")
+            assert app.session.regs["rip"] == 0x7C05
+            await command("next")
+            assert app.session.last_stop.reason.value == "exit"
+            await command("break exit cr 3")
+            await command("breakpoints")
+            assert "cr 3" in _static(app.query_one("#output"))
+            await command("continue")
+            e = app.session.machine.exits[app.session.last_stop.exit_seq]
+            assert e.qualification["cr"] == 3 and e.qualification["value"] == 0x10000
+            await command("delete all")
+            await command("exit 0")
+            assert app.query_one("#detail").seq == 0
+            await command("exits 5 cr")
+            await command("vmcs guest cr")
+            await command("regs")
+            assert app.active_pane == "registers"
+            await command("vcpu 0")
+            assert "vCPU 0 of 1" in _static(app.query_one("#output"))
+            await command("pagetables")
+            assert app.active_pane == "pagetables"
+            await command("disasm 0x7c00 4")
+            assert app.active_pane == "disasm"
+            await command("console")
+            assert app.active_pane == "console"
+            await command("send hi")
+            assert app.session.machine.uart.pending_input == 3
+            await command("pane schedule")
+            assert app.active_pane == "schedule"
+            for key, pane in (("4", "detail"), ("6", "disasm"), ("7", "schedule"), ("8", "console")):
+                await pilot.press(key)
+                assert app.active_pane == pane
+            await pilot.press("i", "o", "k", "enter", "escape")  # type to the guest, then stop typing
+            assert app.session.machine.uart.pending_input == 3 + 3
+            await pilot.press("3")
+            await pilot.press("slash")
+            assert app.query_one("#cmdline").value == "filter "
+            await pilot.press("escape")
+            assert app.query_one("#cmdline").value == ""
+            await command("pause")  # nothing runs: a notice
+            await command("quit")
+        assert app.return_code in (0, None)
+    run(go())
+
+
+def test_the_palette_lists_the_commands():
+    async def go():
+        app = make_app(GUESTS / "hello.img")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("ctrl+p")
+            await pilot.pause()
+            await pilot.press(*"translate")
+            await pilot.pause(0.3)
+            from textual.command import CommandPalette
+            assert isinstance(app.screen, CommandPalette)
+            await pilot.press("escape")
+    run(go())
