@@ -77,10 +77,11 @@ def load(machine: Machine, path: str | Path) -> LoadedImage:
     if not data:
         raise ImageError(f"{p}: the image is empty")
     digest = hashlib.sha256(data).hexdigest()
-    if data[:4] == b"\x7fELF":
-        kind, entry = _load_elf(machine, p, data)
-    elif p.suffix.lower() in (".img", ".bin", ".raw"):
+    if p.suffix.lower() in (".img", ".bin", ".raw"):
+        # A raw image is code, whatever its first bytes happen to be.
         kind, entry = "raw", _load_raw(machine, p, data)
+    elif data[:4] == b"\x7fELF":
+        kind, entry = _load_elf(machine, p, data)
     else:
         raise ImageError(f"{p}: unknown image format (expected a raw *.img boot image or an ELF file)")
     machine.launch()

@@ -92,3 +92,11 @@ def test_truncated_guest_elf_is_refused(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(ImageError):
             load(Machine(MachineConfig()), path)
+
+
+def test_a_raw_image_may_start_with_the_elf_magic(tmp_path):
+    """Found by the robustness suite: a *.img is loaded as raw code, not sniffed as ELF."""
+    path = tmp_path / "elfish.img"
+    path.write_bytes(b"\x7fELF" + bytes.fromhex("b000e6f4"))
+    m, image = _load(path)
+    assert image.kind == "raw" and m.read_gpa(0x7C00, 4) == b"\x7fELF"
