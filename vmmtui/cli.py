@@ -246,7 +246,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         result = verify(trace, args.guest, allow_image_change=args.allow_image_change, timeout=args.timeout)
         print(result.report())
         return 0 if result.identical else 1
-    from .replay import ReplaySession, make_replay_app, run_replay_script
+    from .replay import REPLAY, ReplaySession, make_replay_app
+    from .script import run_script
 
     if args.script is not None:
         from rich.console import Console
@@ -256,7 +257,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 lines = f.read().splitlines()
         except OSError as e:
             raise UsageError(f"{args.script}: {e.strerror}") from None
-        return run_replay_script(ReplaySession(trace), lines, Console(highlight=False))
+        return run_script(ReplaySession(trace), lines, Console(highlight=False), REPLAY)
     make_replay_app(trace).run()
     return 0
 

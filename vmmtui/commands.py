@@ -54,62 +54,94 @@ class Command:
     key: str = ""  # the key binding that does the same, if any
 
 
-COMMANDS: dict[str, Command] = {}
-_ALIASES: dict[str, str] = {}
+class CommandTable:
+    """A set of commands, found by name, alias or unambiguous prefix: the live
+    debugger has one (`LIVE`), a replay another (vmmtui.replay)."""
+
+    def __init__(self, options: dict[str, list[str]], refuse: Callable[[str], str | None] | None = None) -> None:
+        self.commands: dict[str, Command] = {}
+        self._aliases: dict[str, str] = {}
+        self._options = options  # what may follow a command, for completion
+        self._refuse = refuse  # word -> why this table refuses it (None: it does not)
+
+    def command(self, name: str, usage: str, summary: str, aliases: tuple[str, ...] = (),
+                key: str = ""):  # noqa: ANN201
+        """Register a command handler."""
+
+        def register(fn: Callable[[Any, list[str]], Outcome]) -> Callable[[Any, list[str]], Outcome]:
+            self.add(Command(name, usage, summary, fn, aliases, key))
+            return fn
+
+        return register
+
+    def add(self, cmd: Command) -> None:
+        """Register a command (also one shared with another table)."""
+        self.commands[cmd.name] = cmd
+        for alias in cmd.aliases:
+            self._aliases[alias] = cmd.name
+
+    def lookup(self, word: str) -> Command:
+        """The command a word names."""
+        word = word.lower()
+        name = self._aliases.get(word, word)
+        if name in self.commands:
+            return self.commands[name]
+        reason = self._refuse(name) if self._refuse is not None else None
+        if reason:
+            raise CommandError(reason)
+        matches = [n for n in self.commands if n.startswith(word)]
+        if len(matches) == 1:
+            return self.commands[matches[0]]
+        if matches:
+            raise CommandError(f"{word!r} is ambiguous: {', '.join(sorted(matches))}")
+        raise CommandError(f"unknown command {word!r} (type help)")
+
+    def execute(self, session: Any, line: str) -> Outcome:
+        """Parse and run one command line."""
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as e:
+            raise CommandError(f"cannot parse {line!r}: {e}") from None
+        if not words:
+            return Outcome()
+        cmd = self.lookup(words[0])
+        try:
+            return cmd.handler(session, words[1:])
+        except EngineError as e:
+            raise CommandError(str(e)) from None
+
+    def complete(self, prefix: str) -> list[str]:
+        """Completions of a partly typed command line."""
+        words = prefix.split()
+        if len(words) <= 1 and not prefix.endswith(" "):
+            stem = words[0].lower() if words else ""
+            return sorted(n for n in self.commands if n.startswith(stem))
+        try:
+            head = self.lookup(words[0]).name
+        except CommandError:
+            return []
+        rest = prefix.split(maxsplit=1)[1] if len(prefix.split(maxsplit=1)) > 1 else ""
+        return [f"{words[0]} {o}" for o in self._options.get(head, []) if o.startswith(rest)]
+
+    def help(self, args: list[str], title: str) -> Outcome:
+        """`help`: every command in a table, or one explained."""
+        if args:
+            cmd = self.lookup(args[0])
+            aliases = f"  (also: {', '.join(cmd.aliases)})" if cmd.aliases else ""
+            key = f"  key: {cmd.key}" if cmd.key else ""
+            return Outcome(Text(f"{cmd.usage}\n  {cmd.summary}{aliases}{key}"))
+        table = Table("command", "what it does", box=None, title=title, title_justify="left")
+        for cmd in self.commands.values():
+            table.add_row(cmd.usage, cmd.summary)
+        return Outcome(table)
 
 
-def command(name: str, usage: str, summary: str, aliases: tuple[str, ...] = (), key: str = ""):  # noqa: ANN201
-    """Register a command handler."""
-
-    def register(fn: Callable[[Session, list[str]], Outcome]) -> Callable[[Session, list[str]], Outcome]:
-        COMMANDS[name] = Command(name, usage, summary, fn, aliases, key)
-        for alias in aliases:
-            _ALIASES[alias] = name
-        return fn
-
-    return register
-
-
-def lookup(word: str) -> Command:
-    """The command a word names (a name, an alias, or an unambiguous prefix)."""
-    word = word.lower()
-    name = _ALIASES.get(word, word)
-    if name in COMMANDS:
-        return COMMANDS[name]
-    matches = [n for n in COMMANDS if n.startswith(word)]
-    if len(matches) == 1:
-        return COMMANDS[matches[0]]
-    if matches:
-        raise CommandError(f"{word!r} is ambiguous: {', '.join(sorted(matches))}")
-    raise CommandError(f"unknown command {word!r} (type help)")
-
-
-def execute(session: Session, line: str) -> Outcome:
-    """Parse and run one command line."""
-    try:
-        words = shlex.split(line, comments=True)
-    except ValueError as e:
-        raise CommandError(f"cannot parse {line!r}: {e}") from None
-    if not words:
-        return Outcome()
-    cmd = lookup(words[0])
-    try:
-        return cmd.handler(session, words[1:])
-    except EngineError as e:
-        raise CommandError(str(e)) from None
-
-
-def complete(prefix: str) -> list[str]:
-    """Completions of a partly typed command line."""
-    words = prefix.split()
-    if len(words) <= 1 and not prefix.endswith(" "):
-        stem = words[0].lower() if words else ""
-        return sorted(n for n in COMMANDS if n.startswith(stem))
-    head = lookup(words[0]).name if words else ""
-    options = {"break": ["exit ", "exit io ", "exit cpuid ", "exit msr ", "exit ept ", "exit cr ", "exit hlt "],
-               "pane": list(PANES), "theme": ["dark", "light"], "mem": ["gpa ", "gva "]}.get(head, [])
-    rest = prefix.split(maxsplit=1)[1] if len(prefix.split(maxsplit=1)) > 1 else ""
-    return [f"{words[0]} {o}" for o in options if o.startswith(rest)]
+LIVE = CommandTable({
+    "break": ["exit ", "exit io ", "exit cpuid ", "exit msr ", "exit ept ", "exit cr ", "exit hlt "],
+    "pane": list(PANES), "theme": ["dark", "light"], "mem": ["gpa ", "gva "],
+})
+COMMANDS = LIVE.commands
+command, lookup, execute, complete = LIVE.command, LIVE.lookup, LIVE.execute, LIVE.complete
 
 
 def number(text: str) -> int:
@@ -358,15 +390,7 @@ def _theme(session: Session, args: list[str]) -> Outcome:
 
 @command("help", "help [COMMAND]", "list the commands, or explain one", aliases=("h", "?"))
 def _help(session: Session, args: list[str]) -> Outcome:
-    if args:
-        cmd = lookup(args[0])
-        aliases = f"  (also: {', '.join(cmd.aliases)})" if cmd.aliases else ""
-        key = f"  key: {cmd.key}" if cmd.key else ""
-        return Outcome(Text(f"{cmd.usage}\n  {cmd.summary}{aliases}{key}"))
-    table = Table("command", "what it does", box=None, title="commands", title_justify="left")
-    for cmd in COMMANDS.values():
-        table.add_row(cmd.usage, cmd.summary)
-    return Outcome(table)
+    return LIVE.help(args, "commands")
 
 
 @command("quit", "quit", "leave vmmtui", aliases=("q",))

@@ -17,12 +17,10 @@ FILTER` + `continue` / `rcontinue` jump to the next / previous matching exit,
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.binding import Binding
@@ -32,7 +30,7 @@ from engine.machine import Stop, StopReason
 from engine.trace.format import TraceError
 from engine.trace.reader import Trace
 
-from .commands import COMMANDS, PANES, CommandError, Outcome
+from .commands import COMMANDS, PANES, CommandError, CommandTable, Outcome
 from .views.console import console_view
 from .views.exit_log import ExitRows, FilterPlan, exit_row_text
 from .views.registers import CHANGED, CR0_BITS, CR4_BITS, GPRS, RFLAGS_BITS, bits
@@ -351,27 +349,17 @@ def info_view(session: ReplaySession) -> Table:
 
 # -- commands -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ReplayCommand:
-    name: str
-    usage: str
-    summary: str
-    handler: Callable[[ReplaySession, list[str]], Outcome]
-    aliases: tuple[str, ...] = ()
+def _live_only(word: str) -> str | None:
+    if word in _LIVE_ONLY:
+        return (f"{word}: not in a replay (the trace holds no guest memory, page tables or VMCS / VMCB at "
+                "past exits; run the guest live for that)")
+    return None
 
 
-REPLAY_COMMANDS: dict[str, ReplayCommand] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def _command(name: str, usage: str, summary: str, aliases: tuple[str, ...] = ()):  # noqa: ANN202
-    def register(fn: Callable[[ReplaySession, list[str]], Outcome]) -> Callable[[ReplaySession, list[str]], Outcome]:
-        REPLAY_COMMANDS[name] = ReplayCommand(name, usage, summary, fn, aliases)
-        for a in aliases:
-            _ALIASES[a] = name
-        return fn
-
-    return register
+REPLAY = CommandTable({"goto": ["time ", "first", "last"], "break": ["exit "], "pane": list(PANES),
+                       "theme": ["dark", "light"]}, refuse=_live_only)
+REPLAY_COMMANDS = REPLAY.commands
+_command, lookup, execute, complete = REPLAY.command, REPLAY.lookup, REPLAY.execute, REPLAY.complete
 
 
 def _number(text: str) -> int:
@@ -531,97 +519,19 @@ def _pause(session: ReplaySession, args: list[str]) -> Outcome:
     return Outcome(Text("nothing runs in a replay: next / prev / goto move through the trace", style="dim"))
 
 
-# The screen commands read nothing of the session: the live ones serve a replay too.
-for _name in ("pane", "theme"):
-    _live = COMMANDS[_name]
-    _command(_live.name, _live.usage, _live.summary, _live.aliases)(_live.handler)
-
-
 @_command("help", "help [COMMAND]", "list the replay commands, or explain one", aliases=("h", "?"))
 def _help(session: ReplaySession, args: list[str]) -> Outcome:
-    if args:
-        cmd = lookup(args[0])
-        aliases = f"  (also: {', '.join(cmd.aliases)})" if cmd.aliases else ""
-        return Outcome(Text(f"{cmd.usage}\n  {cmd.summary}{aliases}"))
-    table = Table("command", "what it does", box=None, title="replay commands", title_justify="left")
-    for cmd in REPLAY_COMMANDS.values():
-        table.add_row(cmd.usage, cmd.summary)
-    return Outcome(table)
+    return REPLAY.help(args, "replay commands")
 
 
-_command("quit", COMMANDS["quit"].usage, COMMANDS["quit"].summary, COMMANDS["quit"].aliases)(COMMANDS["quit"].handler)
+# The screen commands read nothing of the session: the live ones serve a replay too.
+for _name in ("pane", "theme", "quit"):
+    REPLAY.add(COMMANDS[_name])
 
 
 _LIVE_ONLY = {"memory": "mem", "mem": "mem", "disasm": "disasm", "x": "disasm", "u": "disasm",
               "translate": "translate", "t": "translate", "pagetables": "pagetables", "pt": "pagetables",
               "vmcs": "vmcs", "vmcb": "vmcs", "send": "send", "vcpu": "vcpu"}
-
-
-def lookup(word: str) -> ReplayCommand:
-    """The replay command a word names (name, alias or unambiguous prefix)."""
-    name = _ALIASES.get(word, _ALIASES.get(word.lower(), word.lower()))
-    if name in REPLAY_COMMANDS:
-        return REPLAY_COMMANDS[name]
-    if name in _LIVE_ONLY:
-        raise CommandError(f"{word}: not in a replay (the trace holds no guest memory, page tables or "
-                           "VMCS / VMCB at past exits; run the guest live for that)")
-    matches = [n for n in REPLAY_COMMANDS if n.startswith(name)]
-    if len(matches) == 1:
-        return REPLAY_COMMANDS[matches[0]]
-    if matches:
-        raise CommandError(f"{word!r} is ambiguous: {', '.join(sorted(matches))}")
-    raise CommandError(f"unknown command {word!r} (type help)")
-
-
-def execute(session: ReplaySession, line: str) -> Outcome:
-    """Parse and run one replay command line."""
-    try:
-        words = shlex.split(line, comments=True)
-    except ValueError as e:
-        raise CommandError(f"cannot parse {line!r}: {e}") from None
-    if not words:
-        return Outcome()
-    cmd = lookup(words[0])
-    try:
-        return cmd.handler(session, words[1:])
-    except EngineError as e:
-        raise CommandError(str(e)) from None
-
-
-def complete(prefix: str) -> list[str]:
-    """Completions of a partly typed replay command."""
-    words = prefix.split()
-    if len(words) <= 1 and not prefix.endswith(" "):
-        stem = words[0].lower() if words else ""
-        return sorted(n for n in REPLAY_COMMANDS if n.startswith(stem))
-    head = words[0] if words else ""
-    options = {"goto": ["time ", "first", "last"], "break": ["exit "], "pane": list(PANES),
-               "theme": ["dark", "light"]}.get(head, [])
-    rest = prefix.split(maxsplit=1)[1] if len(prefix.split(maxsplit=1)) > 1 else ""
-    return [f"{head} {o}" for o in options if o.startswith(rest)]
-
-
-def run_replay_script(session: ReplaySession, lines: Iterable[str], console: Console) -> int:
-    """`vmmtui replay TRACE --script FILE`: each command echoed, then what it shows; 1 if one failed."""
-    status = 0
-    for number, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        console.print(Text(f"({number}) {line}", style="bold"))
-        try:
-            outcome = execute(session, line)
-        except CommandError as e:
-            console.print(Text(f"error: {e}", style="red"))
-            status = 1
-            continue
-        if outcome.output is not None:
-            console.print(outcome.output)
-        elif outcome.ui and outcome.ui[0] in ("pane", "theme"):
-            console.print(Text(f"({outcome.ui[0]}: nothing to do without a screen)", style="dim"))
-        if outcome.ui and outcome.ui[0] == "quit":
-            break
-    return status
 
 
 # -- the TUI --------------------------------------------------------------------------------

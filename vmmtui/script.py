@@ -12,14 +12,15 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.text import Text
 
-from .commands import CommandError, describe_stop, execute
+from .commands import LIVE, CommandError, CommandTable, describe_stop
 from .session import Session
 
 _UI_ONLY = {"pane", "theme", "pause"}
 
 
-def run_script(session: Session, lines: Iterable[str], console: Console) -> int:
-    """Run each command line; returns 0, or 1 if any command failed."""
+def run_script(session: Session, lines: Iterable[str], console: Console, table: CommandTable = LIVE) -> int:
+    """Run each command line of `table` (the live debugger's, or a replay's); returns 0,
+    or 1 if any command failed."""
     status = 0
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
@@ -27,7 +28,7 @@ def run_script(session: Session, lines: Iterable[str], console: Console) -> int:
             continue
         console.print(Text(f"({number}) {line}", style="bold"))
         try:
-            outcome = execute(session, line)
+            outcome = table.execute(session, line)
         except CommandError as e:
             console.print(Text(f"error: {e}", style="red"))
             status = 1
