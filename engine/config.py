@@ -11,6 +11,9 @@ from .errors import ConfigError
 DEFAULT_MEM = 64 << 20
 MAX_RAM = 3 << 30  # RAM stays below 0xC0000000, clear of the APIC and other MMIO
 VENDORS = ("intel", "amd")
+MAX_VCPUS = 16
+DEFAULT_QUANTUM = 10_000
+MAX_QUANTUM = 100_000_000
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -29,6 +32,8 @@ class MachineConfig:
     vendor: str = "intel"
     mem_size: int = DEFAULT_MEM
     vcpus: int = 1
+    quantum: int = DEFAULT_QUANTUM  # instructions a vCPU runs before the next one's turn
+    fast: bool = False  # run uncounted where nothing needs the time (less exact virtual time)
     page_size: int = LARGE_PAGE_SIZE
     exits: list[str] = field(default_factory=list)  # "NAME=on|off" specs, in order
 
@@ -36,8 +41,10 @@ class MachineConfig:
         """Raise ConfigError for anything the machine cannot be built with."""
         if self.vendor not in VENDORS:
             raise ConfigError(f"unknown vendor {self.vendor!r} (intel or amd)")
-        if self.vcpus != 1:
-            raise ConfigError("one vCPU for now: SMP comes with the scheduler")
+        if not 1 <= self.vcpus <= MAX_VCPUS:
+            raise ConfigError(f"--vcpus is 1 to {MAX_VCPUS}, not {self.vcpus}")
+        if not 1 <= self.quantum <= MAX_QUANTUM:
+            raise ConfigError(f"--quantum is 1 to {MAX_QUANTUM:,} instructions, not {self.quantum}")
         if self.page_size not in (PAGE_SIZE, LARGE_PAGE_SIZE):
             raise ConfigError("--page-size is 4K or 2M")
         if not LARGE_PAGE_SIZE <= self.mem_size <= MAX_RAM or self.mem_size % LARGE_PAGE_SIZE:

@@ -3,11 +3,14 @@
 `--exit NAME=on|off` sets one control. By default a run intercepts what a teaching
 VMM would show (DESIGN.md, "Controls"): all port I/O, every RDMSR and WRMSR,
 CPUID, HLT, INVLPG, CR3 loads and stores, CR0 and CR4 writes, RDTSC, VMCALL /
-VMMCALL, and triple fault / shutdown; no exception exits. Each exception vector
-has its own control, named by its mnemonic (`ud`, `gp`, `pf`, ...).
+VMMCALL, and triple fault / shutdown; external interrupts (`extint`), the
+interrupt window when the VMM has an interrupt the guest cannot take yet
+(`intwin`) and INIT (`init`); not PAUSE (`pause`) and no exception exits. Each
+exception vector has its own control, named by its mnemonic (`ud`, `gp`, `pf`, ...).
 
 Some exits are unconditional on VT-x (CPUID, VMCALL, triple fault: SDM Vol. 3
-"Instructions That Cause VM Exits Unconditionally"); turning those off under
+"Instructions That Cause VM Exits Unconditionally"; INIT: "Other Causes of VM
+Exits"); turning those off under
 `--vendor intel` is refused rather than silently ignored.
 """
 
@@ -17,20 +20,25 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-INSTRUCTION_CONTROLS = ("io", "msr", "cpuid", "hlt", "invlpg", "rdtsc", "cr0", "cr3", "cr4", "hypercall")
+INSTRUCTION_CONTROLS = ("io", "msr", "cpuid", "hlt", "invlpg", "rdtsc", "cr0", "cr3", "cr4", "hypercall",
+                        "pause", "extint", "intwin", "init")
+#: Controls off unless asked for: PAUSE exiting is for spin-loop detection, which
+#: a teaching VMM shows on demand.
+OFF_BY_DEFAULT = frozenset({"pause"})
 EXCEPTION_VECTORS = {
     "de": 0, "db": 1, "bp": 3, "of": 4, "br": 5, "ud": 6, "nm": 7, "df": 8, "ts": 10,
     "np": 11, "ss": 12, "gp": 13, "pf": 14, "mf": 16, "ac": 17, "mc": 18, "xm": 19,
 }
 EXCEPTION_NAMES = {v: k for k, v in EXCEPTION_VECTORS.items()}
-UNCONDITIONAL_ON_INTEL = frozenset({"cpuid", "hypercall"})
+UNCONDITIONAL_ON_INTEL = frozenset({"cpuid", "hypercall", "init"})
 
 
 @dataclass
 class Controls:
     """Which guest actions exit, by vendor-neutral name."""
 
-    instructions: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(INSTRUCTION_CONTROLS, True))
+    instructions: dict[str, bool] = field(
+        default_factory=lambda: {name: name not in OFF_BY_DEFAULT for name in INSTRUCTION_CONTROLS})
     exceptions: set[int] = field(default_factory=set)
 
     def exits(self, name: str) -> bool:

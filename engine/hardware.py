@@ -75,7 +75,8 @@ class Hardware(ABC):
 
     @abstractmethod
     def instruction_exits(self, name: str) -> bool:
-        """Whether the instruction control `name` (hlt, rdtsc, cpuid, invlpg, hypercall) exits."""
+        """Whether the control `name` exits: an instruction (hlt, rdtsc, cpuid, invlpg,
+        hypercall, pause) or an event (extint, intwin, init, sipi)."""
 
     @abstractmethod
     def exception_exits(self, vector: int, error_code: int) -> bool:
@@ -113,9 +114,18 @@ class Hardware(ABC):
         """The exit of a guest exception selected by the exception bitmap / intercepts."""
 
     @abstractmethod
-    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool) -> None:
-        """The VMM reflects an exception into the guest on the next VM entry (VMX:
-        VM-entry interruption-information field; SVM: EVENTINJ)."""
+    def event_exit(self, name: str, vector: int = 0) -> ExitCode:
+        """The exit of an event: `extint` (an external interrupt, `vector`), `intwin`
+        (the interrupt window opened), `init`, `sipi` (`vector`) or `pause`."""
+
+    @abstractmethod
+    def request_interrupt_window(self, vcpu: int, on: bool) -> None:
+        """The VMM asks to exit when the guest can take an interrupt (or stops asking)."""
+
+    @abstractmethod
+    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool, external: bool = False) -> None:
+        """The VMM injects an exception or (`external`) an interrupt into the guest on
+        the next VM entry (VMX: VM-entry interruption-information field; SVM: EVENTINJ)."""
 
     # -- the control structure -------------------------------------------------------
 

@@ -39,12 +39,13 @@ class Kind(Enum):
     INVLPG = "invlpg"
     VMCALL = "vmcall"
     VMMCALL = "vmmcall"
+    PAUSE = "pause"
 
 
 #: Kinds reached through per-address code hooks (Unicorn has no hook of its own for them).
 CODE_HOOKED = frozenset(
     {Kind.HLT, Kind.RDTSC, Kind.RDMSR, Kind.WRMSR, Kind.MOV_TO_CR, Kind.MOV_FROM_CR,
-     Kind.CLTS, Kind.LMSW, Kind.INVLPG, Kind.VMCALL, Kind.VMMCALL}
+     Kind.CLTS, Kind.LMSW, Kind.INVLPG, Kind.VMCALL, Kind.VMMCALL, Kind.PAUSE}
 )
 
 _LEGACY_PREFIXES = frozenset({0x66, 0x67, 0xF0, 0xF2, 0xF3, 0x2E, 0x36, 0x3E, 0x26, 0x64, 0x65})
@@ -122,6 +123,8 @@ def decode(code: bytes, bits: int) -> Insn | None:
         return Insn(kind, i + 1, size, rep=rep, string=True, **common)
     if op == 0xF4:
         return Insn(Kind.HLT, i + 1, **common)
+    if op == 0x90 and code[i - 1:i] == b"\xf3" and not rex:
+        return Insn(Kind.PAUSE, i + 1, **common)  # F3 90: PAUSE is REP NOP
     if op != 0x0F or i + 1 >= len(code):
         return None
     op2 = code[i + 1]
@@ -179,14 +182,15 @@ def _modrm_length(code: bytes, at: int, address_size: int) -> int | None:
     return n + (1 if mod == 1 else 4)
 
 
-def scan(page: bytes) -> list[int]:
-    """Offsets in `page` where a code-hooked instruction may start (prefixes included)."""
+def scan(page: bytes, pause: bool = False) -> list[int]:
+    """Offsets in `page` where a code-hooked instruction may start (prefixes included);
+    PAUSE too when `pause` (it is hooked only while PAUSE exiting is on)."""
     starts: set[int] = set()
     n = len(page)
     for off in range(n):
         b = page[off]
         hit = False
-        if b == 0xF4:
+        if b == 0xF4 or (pause and b == 0x90 and off > 0 and page[off - 1] == 0xF3):
             hit = True
         elif b == 0x0F and off + 1 < n:
             b2 = page[off + 1]

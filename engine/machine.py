@@ -13,6 +13,12 @@ first touches of RAM and MMIO through Unicorn's memory hooks. Emulation stops on
 when the debugger needs control. A run that must stop exactly at an exit (run to
 the next exit, a max-exits budget) runs in Unicorn's counted mode, where a stop
 requested inside a hook takes effect right after the instruction.
+
+Time and vCPUs (engine.scheduler): virtual time is the count of guest
+instructions retired, read from Unicorn's counted mode after every slice
+(engine.icount). The vCPUs take turns of `quantum` instructions on this thread;
+a slice also ends at the next timer deadline, so a timer interrupt arrives at
+the same instruction on every run (engine.interrupts).
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from .controls import Controls
 from .delivery import ERROR_CODE_VECTORS, DeliveryFailed, Event, deliver, escalate
 from .devices.bus import Bus
 from .devices.debug_exit import DEBUG_EXIT_PORT, DebugExit
-from .devices.lapic import APIC_BASE, APIC_SIZE, LocalApic
+from .devices.lapic import APIC_BASE, APIC_SIZE, Ipi, LocalApic
+from .devices.pic8259 import PicPair
+from .devices.pit8254 import Pit8254
 from .devices.uart16550 import Uart16550
 from .ept import Ept
 from .errors import EngineError
@@ -47,8 +55,11 @@ from .exitlog import ExitEvent, ExitLog
 from .guestmem import GuestMemory
 from .hardware import ExitCode, GuestState, Hardware
 from .hostmem import HostMemory
+from .icount import InstructionCounter
 from .intercept import Insn, Kind, decode, scan
+from .interrupts import PIC_SOURCE, Interrupts
 from .npt import Npt
+from .scheduler import RunState, Scheduler
 from .svm.hardware import SvmHardware
 from .vcpu import CR0_PE, EFER_LMA, SNAP, SegmentState, Vcpu
 from .vmm import MsrFile, Vmm
@@ -56,8 +67,9 @@ from .vmx.hardware import VmxHardware
 
 COM1 = 0x3F8
 NEVER = (1 << 64) - 1  # an `until` address no guest reaches
-COUNTED_SLICE = 1_000_000  # instructions per emu_start in counted mode
-TIME_PER_EXIT = 1000  # virtual-time ticks an exit costs (see README, "Virtual time")
+COUNTED_SLICE = 1_000_000  # instructions per emu_start of a lone vCPU
+IDLE_SKIPS = 10_000  # timer deadlines skipped to while halted with none taken: a hung machine
+_IRQ_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})  # the PIC pair and the PIT
 _I = SNAP  # snapshot indices
 _CS, _CR0, _RAX, _RCX = SNAP["cs"], SNAP["cr0"], SNAP["rax"], SNAP["rcx"]
 _MASK = {16: 0xFFFF, 32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
@@ -98,6 +110,7 @@ class Stop:
     status: int | None = None
     message: str = ""
     exit_seq: int | None = None
+    vcpu: int | None = None  # the vCPU that stopped, where one did
 
     @property
     def final(self) -> bool:
@@ -128,22 +141,42 @@ class Machine:
         self.serial = bytearray()
         self._serial_listeners: list[Callable[[bytes], None]] = []
         self._exit_listeners: list[Callable[[int, int, tuple[int, ...]], None]] = []
+        self._inject_listeners: list[Callable[[int, int, int], None]] = []
+        # Virtual time (instructions retired) as of the end of the last slice.
         self.time = 0
+        self.sched = Scheduler(config.vcpus, config.quantum)
+        self.counters = [InstructionCounter(v.uc) for v in self.vcpus]
+        self._slice_start = 0  # virtual time at the start of the running slice
+        self._counting = False  # the running slice is counted
         # Devices.
         self.ports = Bus("port")
         self.mmio = Bus("mmio")
         self.uart = Uart16550(self._console)
         self.ports.register(COM1, 8, self.uart)
         self.ports.register(DEBUG_EXIT_PORT, 4, DebugExit(self._debug_exit))
-        self.lapics = [LocalApic(i) for i in range(config.vcpus)]
+        self.pic = PicPair()
+        self.pit = Pit8254()
+        self.ports.register(0x20, 2, self.pic.master)
+        self.ports.register(0xA0, 2, self.pic.slave)
+        self.ports.register(0x40, 4, self.pit)
+        self.lapics = [LocalApic(i, self._send_ipi) for i in range(config.vcpus)]
         self.mmio.register(APIC_BASE, APIC_SIZE, self.lapics[0])
+        self.irq = Interrupts(self.pic, self.pit, self.lapics)
+        self._sipi: dict[int, int] = {}  # vCPU -> the start-up vector it will start at
+        self._window = [False] * config.vcpus  # interrupt-window exiting requested
+        self._announced = [False] * config.vcpus  # the pending interrupt's exit was taken
+        self._woken = [False] * config.vcpus  # woken from HLT: the VMM already has control
         self.vmm = Vmm(config.vendor, config.vcpus, self.ports, self.mmio, self.mem.read, self._console)
         self.msrs = [MsrFile(v.index, v.read_msr, v.uc.msr_write, self.tsc) for v in self.vcpus]
         # Run state.
         self.stop: Stop | None = None  # set when the machine has finished
         self._pending: Stop | None = None  # requested inside a hook
         self._resume: tuple[Any, int] | None = None  # (context, next RIP) to land on after a fast stop
-        self._counted = False
+        self._cut_requested = False
+        self._scanned_page = False
+        self._stop_retired: int | None = None  # instructions the slice retires, fixed at a stop in a hook
+        self._mmio_replay: tuple[int, int, int, bool, int] | None = None  # (vcpu, rip, gpa, read, value)
+        self._halt_seq: int | None = None  # the exit of the last HLT
         self._stop_on_exit = False
         self._max_exits: int | None = None
         self._fetch_fault: int | None = None
@@ -162,13 +195,16 @@ class Machine:
         self._mmio_pages: set[int] = set()
         self._lock = threading.Lock()
         self._running: Vcpu | None = None
+        self._pause_requested = False
+        self._deadline: float | None = None
         self.exit_breaks: list[Callable[[ExitEvent], bool]] = []
         self._breakpoints: dict[int, list[int]] = {}
         for v in self.vcpus:
             self._install_hooks(v)
-        for base, size, dev in ((APIC_BASE, APIC_SIZE, self.lapics[0]),):
-            for v in self.vcpus:
-                v.uc.mmio_map(base, size, self._mmio_reader(base, dev), None, self._mmio_writer(base, dev), None)
+        for v in self.vcpus:
+            lapic = self.lapics[v.index]
+            v.uc.mmio_map(APIC_BASE, APIC_SIZE, self._mmio_reader(v, APIC_BASE, lapic), None,
+                          self._mmio_writer(v, APIC_BASE, lapic), None)
 
     # -- set-up ------------------------------------------------------------------
 
@@ -187,7 +223,10 @@ class Machine:
             v.uc.mem_map_ptr(gpa, size, _NOT_CODE_PROT, self.host.pointer(hpa))
 
     def launch(self) -> None:
-        """VMLAUNCH / VMRUN: hand the loaded initial state to the hardware."""
+        """VMLAUNCH / VMRUN: hand the loaded initial state to the hardware. The APs
+        wait for a start-up IPI in the state INIT leaves (real mode, F000:FFF0)."""
+        for v in self.vcpus[1:]:
+            v.reset_to_real_mode(0xF000, 0xFFF0, self._reset_frame())
         for v in self.vcpus:
             snap = v.snapshot()
             self.hw.launch(v.index, self._guest_state(v, snap))  # type: ignore[attr-defined]
@@ -204,6 +243,10 @@ class Machine:
         order; the exit's own row is `exits[seq]` (its operands may be completed after
         the call, e.g. the value an IN returned)."""
         self._exit_listeners.append(listener)
+
+    def on_inject(self, listener: Callable[[int, int, int], None]) -> None:
+        """Call `listener(time, vcpu, vector)` whenever the VMM injects an interrupt."""
+        self._inject_listeners.append(listener)
 
     def on_serial(self, listener: Callable[[bytes], None]) -> None:
         """Call `listener(bytes)` with everything the guest writes to the console."""
@@ -230,12 +273,18 @@ class Machine:
         return self._run(counted=True, timeout=None, count=1)
 
     def pause(self) -> None:
-        """Stop a run in progress as soon as possible; safe from another thread."""
+        """Stop a run in progress as soon as possible; safe from another thread.
+
+        A counted slice is stopped from its next exit, or ends by itself within
+        COUNTED_SLICE instructions (a stop from another thread would leave the
+        instruction count unknown); an uncounted one is stopped at once."""
         with self._lock:
             if self._pending is None:
                 self._pending = Stop(StopReason.PAUSE, message="paused")
+            self._pause_requested = True
+            self._watch_exits = True
             running = self._running
-        if running is not None:
+        if running is not None and not self._counting:
             running.uc.emu_stop()
 
     def add_breakpoint(self, linear: int) -> None:
@@ -315,99 +364,324 @@ class Machine:
     def _run(self, counted: bool, timeout: float | None, count: int = 0) -> Stop:
         if self.stop is not None:
             return self.stop
-        v = self.vcpus[0]
-        here = self._code_bits(v, v.snapshot())[0] + v.uc.reg_read(X.UC_X86_REG_RIP)
-        if here in self._breakpoints:
-            # Resuming from a breakpoint: step its instruction with the breakpoint out
-            # of the way, then put it back.
-            self.remove_breakpoint(here)
-            try:
-                stop = self._execute(v, True, None, 1)
-            finally:
-                self.add_breakpoint(here)
-            if count or stop.reason != StopReason.STEP:
-                return stop
-        return self._execute(v, counted, timeout, count)
+        index = self._schedule()
+        if index is not None:
+            v = self.vcpus[index]
+            here = self._code_bits(v, v.snapshot())[0] + v.uc.reg_read(X.UC_X86_REG_RIP)
+            if here in self._breakpoints:
+                # Resuming from a breakpoint: step its instruction with the breakpoint out
+                # of the way, then put it back.
+                self.remove_breakpoint(here)
+                try:
+                    stop = self._execute(True, None, 1)
+                finally:
+                    self.add_breakpoint(here)
+                if count or stop.reason != StopReason.STEP:
+                    return stop
+        return self._execute(counted, timeout, count)
 
-    def _execute(self, v: Vcpu, counted: bool, timeout: float | None, count: int) -> Stop:
-        """The run loop of vCPU `v`: emu_start slices until something stops it."""
-        self._watch_exits = self._stop_on_exit or self._max_exits is not None or bool(self.exit_breaks)
+    def _execute(self, counted: bool, timeout: float | None, count: int) -> Stop:
+        """Run the vCPUs, slice by slice, until something stops the machine."""
+        self._watch_exits = (self._stop_on_exit or self._max_exits is not None or bool(self.exit_breaks)
+                             or timeout is not None or self._pause_requested)
+        self._deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return self._slices(v, counted, timeout, count)
+            stop = self._slices(counted, timeout, count)
+            if stop.final:
+                self.sched.close("exit")
+            return stop
         finally:
+            self._deadline = None
+            self._pause_requested = False
             for u in self.vcpus:
                 self.hw.structure(u.index)  # the VMCS / VMCB as the last exit left it
 
-    def _slices(self, v: Vcpu, counted: bool, timeout: float | None, count: int) -> Stop:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._counted = counted
+    def now(self) -> int:
+        """Virtual time: guest instructions retired (inside a hook, up to the current one)."""
+        if self._counting and self._running is not None:
+            return self._slice_start + max(self.counters[self._running.index].raw - 1, 0)
+        return self.time
+
+    def _schedule(self) -> int | None:
+        """Wake the vCPUs that can go on and pick the one to run (None: all wait)."""
+        states = self.sched.states
+        for i, state in enumerate(states):
+            if state is RunState.HALTED and self.irq.pending(i) is not None:
+                states[i] = RunState.ACTIVE
+                self._woken[i] = True
+            elif state is RunState.WAIT_SIPI and i in self._sipi:
+                # SDM "MP Initialization": a start-up IPI starts the AP in real mode at
+                # vector x 0x1000 (CS = vector << 8, IP = 0).
+                self.vcpus[i].reset_to_real_mode(self._sipi.pop(i) << 8, 0, self._reset_frame())
+                self.msrs[i].efer = 0
+                self._segment_cache.clear()
+                states[i] = RunState.ACTIVE
+        return self.sched.pick(self.time)
+
+    def _reset_frame(self) -> Any:
+        if not hasattr(self, "_scratch_frame"):
+            self._scratch_frame = self.host.alloc_frame()
+        return self._scratch_frame
+
+    def _advance_time(self, now: int) -> None:
+        self.time = now
+        self.irq.advance(now)
+
+    def _slices(self, counted: bool, timeout: float | None, count: int) -> Stop:
+        deadline = self._deadline
+        single = len(self.vcpus) == 1
+        idle = 0
         while True:
             with self._lock:
                 if self._pending is not None and self._pending.reason == StopReason.PAUSE:
                     return self._take_pending()
-                self._running = v
             if deadline is not None and time.monotonic() >= deadline:
-                with self._lock:
-                    self._running = None
                 return Stop(StopReason.TIMEOUT, message=f"stopped after {timeout} s")
-            begin = v.uc.reg_read(X.UC_X86_REG_RIP)
-            slice_us = 0 if deadline is None else max(1, int((deadline - time.monotonic()) * 1e6))
-            n = count or (COUNTED_SLICE if counted else 0)
-            try:
-                v.uc.emu_start(begin, NEVER, timeout=slice_us, count=n)
-                error = None
-            except UcError as e:
-                error = e
-            except EngineError as e:
-                # The guest put the machine where the engine cannot follow it (for
-                # example paging on over page tables that map nothing): a stop, not a crash.
-                error = None
-                self._event = None
-                if self._pending is None or not self._pending.final:
-                    self._pending = Stop(StopReason.ERROR, message=f"{e} (at RIP {v.uc.reg_read(X.UC_X86_REG_RIP):#x})")
-            finally:
-                with self._lock:
-                    self._running = None
-            if self._resume is not None:
-                ctx, next_rip = self._resume
-                self._resume = None
-                v.uc.context_restore(ctx)
-                v.uc.reg_write(X.UC_X86_REG_RIP, next_rip)
-            if error is not None:
-                if error.errno == UC_ERR_FETCH_PROT and self._fetch_fault is not None:
-                    try:
-                        self._scan_code_page(v, self._fetch_fault)
-                    except EngineError as e:
-                        self._pending = Stop(StopReason.ERROR, message=str(e))
+            index = self._schedule()
+            if index is None:
+                # Every vCPU waits: skip to the next timer that could wake one.
+                wakeable = [st is RunState.HALTED for st in self.sched.states]
+                t = self.irq.deadline(wakeable)
+                if t is None or idle >= IDLE_SKIPS:
+                    return self._finish(self._all_waiting(t is not None))
+                idle += 1
+                self._advance_time(t)
+                continue
+            idle = 0
+            v = self.vcpus[index]
+            step_first = False
+            if self._pending is None:
+                taken = self._interrupt(v)
+                if taken is None:
+                    step_first = True  # the interrupt waits one instruction (or for IF)
+                elif taken:
+                    if self._pending is not None:
                         return self._take_pending()
-                    finally:
-                        self._fetch_fault = None
-                    continue
-                if error.errno == UC_ERR_INSN_INVALID and self._pending is None:
-                    # Unicorn reports invalid opcodes (UD2, a VMCALL of the wrong
-                    # vendor) here, never through the interrupt hook: that is #UD.
-                    self._event = Event(6)
-                elif self._pending is None and self._event is None:
-                    self._pending = Stop(StopReason.ERROR, message=self._describe_error(v, error))
-            if self._event is not None and self._pending is None:
-                event, self._event = self._event, None
-                try:
-                    self._take_event(v, event)
-                except EngineError as e:
-                    self._pending = Stop(StopReason.ERROR, message=f"delivering vector {event.vector:#x}: {e}")
-                if self._pending is None:
                     if count:
-                        return Stop(StopReason.STEP)
+                        return Stop(StopReason.STEP, vcpu=index)
                     continue
-            if self._pending is not None:
-                return self._take_pending()
+            n = count or (COUNTED_SLICE if single else self.sched.budget())
+            timer = self.irq.next_timer()
+            if timer is not None:
+                n = max(1, min(n, timer - self.time))
+            if step_first:
+                n = 1
+            uncounted = self.config.fast and single and timer is None and not counted and not count
+            stop = self._run_slice(v, n, uncounted, timeout)
+            if stop is not None:
+                return stop
+            if self._scanned_page:
+                continue  # the slice stopped at a fresh code page: nothing ran yet
             if count:
-                return Stop(StopReason.STEP)
-            if deadline is not None and time.monotonic() >= deadline:
-                return Stop(StopReason.TIMEOUT, message=f"stopped after {timeout} s")
-            if not counted and deadline is None:
+                return Stop(StopReason.STEP, vcpu=index)
+            if self._pending is None and uncounted and deadline is None and not self._cut_requested:
                 # emu_start returned on its own: Unicorn's native HLT (not scanned yet).
-                return self._finish(Stop(StopReason.HALT, status=0, message="halted"))
+                return self._finish(Stop(StopReason.HALT, status=0, message="halted", vcpu=index))
+
+    def _all_waiting(self, timers: bool) -> Stop:
+        """The stop when no vCPU can run again."""
+        if len(self.vcpus) == 1:
+            seq = self._halt_seq
+            if self.sched.states[0] is RunState.STOPPED:
+                return Stop(StopReason.HALT, status=0, message="halted with interrupts disabled", vcpu=0,
+                            exit_seq=seq)
+            why = "timers fire but no interrupt is taken" if timers else "no interrupt source"
+            return Stop(StopReason.HALT, status=0, message=f"halted with interrupts enabled and {why}", vcpu=0,
+                        exit_seq=seq)
+        states = ", ".join(f"{i}: {st.value}" for i, st in enumerate(self.sched.states))
+        return Stop(StopReason.HALT, status=0, message=f"every vCPU waits and nothing will wake one ({states})")
+
+    def _run_slice(self, v: Vcpu, n: int, uncounted: bool, timeout: float | None) -> Stop | None:
+        """One emu_start of vCPU `v` for up to `n` instructions; a Stop if the run ends."""
+        with self._lock:
+            self._running = v
+            self._counting = not uncounted
+        self._slice_start = self.time
+        self._cut_requested = False
+        self._scanned_page = False
+        self._stop_retired = None
+        begin = v.uc.reg_read(X.UC_X86_REG_RIP)
+        slice_us = 0
+        if uncounted and self._deadline is not None:
+            slice_us = max(1, int((self._deadline - time.monotonic()) * 1e6))
+        try:
+            v.uc.emu_start(begin, NEVER, timeout=slice_us, count=0 if uncounted else n)
+            error = None
+        except UcError as e:
+            error = e
+        except EngineError as e:
+            # The guest put the machine where the engine cannot follow it (for
+            # example paging on over page tables that map nothing): a stop, not a crash.
+            error = None
+            self._event = None
+            if self._pending is None or not self._pending.final:
+                self._pending = Stop(StopReason.ERROR, vcpu=v.index,
+                                     message=f"{e} (at RIP {v.uc.reg_read(X.UC_X86_REG_RIP):#x})")
+        finally:
+            with self._lock:
+                self._running = None
+                self._counting = False
+        fetch_fault = error is not None and error.errno == UC_ERR_FETCH_PROT
+        if uncounted:
+            retired = 0
+        elif self._stop_retired is not None:
+            retired = self._stop_retired
+        else:
+            retired = self.counters[v.index].retired(fetch_fault)
+        if self._event is not None and self._event.software:
+            retired += 1  # INT n, INT3, INTO retire as they deliver
+        self._advance_time(self._slice_start + retired)
+        self.sched.account(v.index, retired, self.time)
+        if self._resume is not None:
+            ctx, next_rip = self._resume
+            self._resume = None
+            v.uc.context_restore(ctx)
+            v.uc.reg_write(X.UC_X86_REG_RIP, next_rip)
+        if error is not None:
+            if fetch_fault and self._fetch_fault is not None:
+                try:
+                    self._scan_code_page(v, self._fetch_fault)
+                except EngineError as e:
+                    self._pending = Stop(StopReason.ERROR, message=str(e), vcpu=v.index)
+                    return self._take_pending()
+                finally:
+                    self._fetch_fault = None
+                self._scanned_page = retired == 0
+                return None
+            if error.errno == UC_ERR_INSN_INVALID and self._pending is None:
+                # Unicorn reports invalid opcodes (UD2, a VMCALL of the wrong
+                # vendor) here, never through the interrupt hook: that is #UD.
+                self._event = Event(6)
+            elif self._pending is None and self._event is None:
+                self._pending = Stop(StopReason.ERROR, message=self._describe_error(v, error), vcpu=v.index)
+        if self._event is not None and self._pending is None:
+            event, self._event = self._event, None
+            try:
+                self._take_event(v, event)
+            except EngineError as e:
+                self._pending = Stop(StopReason.ERROR, vcpu=v.index,
+                                     message=f"delivering vector {event.vector:#x}: {e}")
+        if self._pending is not None:
+            if self._pending.vcpu is None and len(self.vcpus) > 1:
+                self._pending = replace(self._pending, vcpu=v.index)
+            return self._take_pending()
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            return Stop(StopReason.TIMEOUT, message=f"stopped after {timeout} s")
+        return None
+
+    def _cut(self, v: Vcpu) -> None:
+        """End the running slice after this instruction (a device changed what is due)."""
+        self._cut_requested = True
+        self._mark_stop(v, True)
+        v.uc.emu_stop()
+
+    def _mark_stop(self, v: Vcpu, retires: bool) -> None:
+        """Note how many instructions the slice retires when it stops from this hook.
+
+        Inside a hook Unicorn has counted the current instruction; where the stop lands
+        depends on the hook (after the instruction for IN, OUT, CPUID and the emulated
+        ones, before it for code hooks that let it run later), so the count at the
+        stop is taken here rather than inferred from the counter afterwards."""
+        if self._stop_retired is None and self._counting:
+            raw = self.counters[v.index].raw
+            self._stop_retired = raw if retires else max(raw - 1, 0)
+
+    # -- interrupts ----------------------------------------------------------------------
+
+    def _interrupt(self, v: Vcpu) -> bool | None:
+        """Deliver the interrupt vCPU `v` has pending, if it can take one now: True when
+        delivered, False when there is none, None when it must run one more
+        instruction first (interrupts disabled, or the instruction after STI)."""
+        i = v.index
+        source = self.irq.pending(i)
+        if source is None:
+            if self._window[i]:
+                self._window[i] = False
+                self.hw.request_interrupt_window(i, False)
+            return False
+        snap = v.snapshot()
+        woken, self._woken[i] = self._woken[i], False
+        if not woken and not self._announced[i] and self.hw.instruction_exits("extint"):
+            # The interrupt arrives while the guest runs: an external-interrupt exit
+            # gives the VMM control (SDM "External-interrupt exiting"; APM "INTR").
+            self._announced[i] = True
+            seq = self._exit(v, self.hw.event_exit("extint", self._peek_vector(i, source)), snap[0], 0, snap)
+            self._after_exit(v, seq, None)
+        if not snap[_I["rflags"]] & _FLAGS_IF:
+            if not self._window[i]:
+                self._window[i] = True
+                self.hw.request_interrupt_window(i, True)
+            return None
+        if self._after_sti(v, snap):
+            return None  # STI blocks interrupts until the end of the next instruction
+        if self._window[i]:
+            self._window[i] = False
+            self.hw.request_interrupt_window(i, False)
+            if self.hw.instruction_exits("intwin"):
+                seq = self._exit(v, self.hw.event_exit("intwin"), snap[0], 0, snap)
+                self._after_exit(v, seq, None)
+        self._announced[i] = False
+        vector = self.irq.acknowledge(i, source)
+        self.hw.inject(i, vector, None, False, external=True)
+        for listener in self._inject_listeners:
+            listener(self.now(), i, vector)
+        self._deliver(v, snap, Event(vector))
+        return True
+
+    def _peek_vector(self, vcpu: int, source: int) -> int:
+        """The vector `source` would deliver, without acknowledging it."""
+        if source != PIC_SOURCE:
+            return source
+        master = self.pic.master
+        irq = master.pending()
+        if irq == 2 and self.pic.slave.pending() is not None:
+            return self.pic.slave.vector_base + self.pic.slave.pending()  # type: ignore[operator]
+        return master.vector_base + (irq or 0)
+
+    def _after_sti(self, v: Vcpu, snap: tuple[int, ...]) -> bool:
+        """Whether the instruction just retired may have been STI (SDM "Interrupt
+        Shadow"): the byte before RIP is 0xFB. A false positive only delays the
+        interrupt by one instruction."""
+        linear = self._code_bits(v, snap)[0] + snap[0]
+        try:
+            return linear > 0 and self._read_linear(v, linear - 1, 1, snap[_CR0]) == b"\xfb"
+        except EngineError:
+            return False
+
+    def _send_ipi(self, ipi: Ipi) -> None:
+        """An ICR write of the running vCPU: fixed interrupts, INIT and start-up IPIs."""
+        sender = self._running or self.vcpus[0]
+        n = len(self.vcpus)
+        if ipi.shorthand == 1:
+            targets = [sender.index]
+        elif ipi.shorthand == 2:
+            targets = list(range(n))
+        elif ipi.shorthand == 3:
+            targets = [i for i in range(n) if i != sender.index]
+        else:
+            targets = list(range(n)) if ipi.destination == 0xFF else [
+                i for i in range(n) if self.lapics[i].apic_id == ipi.destination]
+        for i in targets:
+            target = self.vcpus[i]
+            if ipi.mode in ("fixed", "lowest"):
+                self.lapics[i].accept(ipi.vector)
+            elif ipi.mode == "init":
+                self.sched.states[i] = RunState.WAIT_SIPI
+                self._sipi.pop(i, None)
+                if i == self.sched.current:
+                    self.sched.end_turn("sipi")
+                self._event_exit(sender, target, "init", 0)
+            elif ipi.mode == "startup" and self.sched.states[i] is RunState.WAIT_SIPI and i not in self._sipi:
+                self._sipi[i] = ipi.vector
+                self._event_exit(sender, target, "sipi", ipi.vector)
+
+    def _event_exit(self, running: Vcpu, target: Vcpu, name: str, vector: int) -> None:
+        """An exit of vCPU `target` caused by the running vCPU (INIT, SIPI)."""
+        if not self.hw.instruction_exits(name):
+            return
+        snap = target.snapshot()
+        seq = self._exit(target, self.hw.event_exit(name, vector), snap[0], 0, snap)
+        self._after_exit(running, seq, None, retires=False)
 
     def _take_pending(self) -> Stop:
         stop, self._pending = self._pending, None
@@ -420,12 +694,14 @@ class Machine:
         self.stop = stop
         return stop
 
-    def _request_stop(self, v: Vcpu, stop: Stop, next_rip: int | None = None) -> None:
-        """Ask the emulation to stop after the current instruction (hook context)."""
+    def _request_stop(self, v: Vcpu, stop: Stop, next_rip: int | None = None, retires: bool = True) -> None:
+        """Ask the emulation to stop (hook context): after the current instruction when
+        it `retires`, else before it."""
         if self._pending is not None and self._pending.final:
             return
         self._pending = stop
-        if next_rip is not None and not self._counted:
+        self._mark_stop(v, retires)
+        if next_rip is not None and not self._counting:
             # Outside counted mode Unicorn stops only at the end of the translated
             # block. Only a final stop can happen there (every other stop runs
             # counted): remember the registers to land on after the exiting instruction.
@@ -442,33 +718,36 @@ class Machine:
     def _exit(self, v: Vcpu, code: ExitCode, rip: int, length: int, snap: tuple[int, ...],
               aux1: int = 0, aux2: int = 0) -> int:
         """The hardware takes a VM exit: log it and fill the VMCS / VMCB."""
-        self.time += TIME_PER_EXIT
-        seq = self.exits.append(v.index, self.time, code.reason, rip, length, code.info1, code.info2,
+        seq = self.exits.append(v.index, self.now(), code.reason, rip, length, code.info1, code.info2,
                                 aux1, aux2)
         self.hw.record_exit(v.index, code, rip, length, partial(self._guest_state, v, snap))
-        if self._templates_missing and snap[_CR0] & CR0_PE and not snap[_CS] & 3:
+        if self._templates_missing and snap[_CR0] & CR0_PE and not snap[_CS] & 3 \
+                and self.sched.states[v.index] is RunState.ACTIVE:
             self._keep_ring0_template(v, snap)
         for listener in self._exit_listeners:
             listener(seq, v.index, snap)
         return seq
 
-    def _after_exit(self, v: Vcpu, seq: int, next_rip: int | None) -> None:
-        """Stop after a handled exit when the debugger asked for it."""
+    def _after_exit(self, v: Vcpu, seq: int, next_rip: int | None, retires: bool = True) -> None:
+        """Stop after a handled exit when the debugger asked for it (or pause(), or the
+        timeout); `retires`: the exiting instruction completes before the stop."""
         if self._pending is not None:
+            if self._pause_requested:
+                self._request_stop(v, self._pending, next_rip, retires)
             return
         if self._stop_on_exit:
-            self._request_stop(v, Stop(StopReason.EXIT, exit_seq=seq), next_rip)
+            self._request_stop(v, Stop(StopReason.EXIT, exit_seq=seq), next_rip, retires)
         elif self._max_exits is not None and len(self.exits) >= self._max_exits:
             self._request_stop(v, Stop(StopReason.MAX_EXITS, exit_seq=seq,
-                                       message=f"stopped after {len(self.exits)} exits"), next_rip)
-        elif self.exit_breaks:
-            event = self.exits[seq]
-            if any(match(event) for match in self.exit_breaks):
-                self._request_stop(v, Stop(StopReason.EXIT, exit_seq=seq), next_rip)
+                                       message=f"stopped after {len(self.exits)} exits"), next_rip, retires)
+        elif self.exit_breaks and any(match(self.exits[seq]) for match in self.exit_breaks):
+            self._request_stop(v, Stop(StopReason.EXIT, exit_seq=seq), next_rip, retires)
+        elif self._deadline is not None and not seq & 0xFFF and time.monotonic() >= self._deadline:
+            self._request_stop(v, Stop(StopReason.TIMEOUT, message="stopped at the timeout"), next_rip, retires)
 
     def tsc(self) -> int:
         """Virtual time as the guest's time-stamp counter sees it."""
-        return self.time
+        return self.now()
 
     # -- guest state -------------------------------------------------------------------
 
@@ -543,7 +822,10 @@ class Machine:
         segments["tr"] = SegmentState(0, 0, 0xFFFF, 0x8B)
         gdtr = v.uc.reg_read(X.UC_X86_REG_GDTR)
         idtr = v.uc.reg_read(X.UC_X86_REG_IDTR)
-        activity = 1 if self.stop is not None and self.stop.reason == StopReason.HALT else 0
+        state = self.sched.states[v.index]
+        activity = {RunState.ACTIVE: 0, RunState.HALTED: 1, RunState.STOPPED: 1, RunState.WAIT_SIPI: 3}[state]
+        if self.stop is not None and self.stop.reason == StopReason.SHUTDOWN:
+            activity = 2
         return GuestState(regs, segments, (gdtr[1], gdtr[2]), (idtr[1], idtr[2]), activity)
 
     # -- code pages: finding the instructions that must exit --------------------------
@@ -564,7 +846,7 @@ class Machine:
             gpa = w.gpa & ~(PAGE_SIZE - 1)
         if page not in self._scanned:
             self._scanned.add(page)
-            for off in scan(self.mem.read(gpa, PAGE_SIZE)):
+            for off in scan(self.mem.read(gpa, PAGE_SIZE), pause=self.hw.instruction_exits("pause")):
                 for u in self.vcpus:
                     u.uc.hook_add(UC_HOOK_CODE, self._on_site, u, page + off, page + off)
         for u in self.vcpus:
@@ -603,12 +885,16 @@ class Machine:
         seq = None
         if code is not None:
             seq = self._exit(v, code, rip, insn.length, snap, value, 1)
+        if port in _IRQ_PORTS:
+            self.irq.advance(self.now())
         if is_in:
             value = self.vmm.port_in(port, size)
             if seq is not None:
                 self.exits.update_aux(seq, aux1=value)
         else:
             self.vmm.port_out(port, size, value)
+            if port in _IRQ_PORTS:
+                self._cut(v)  # a timer or a mask changed: what is due is decided again
         if seq is not None and self._watch_exits:
             self._after_exit(v, seq, rip + insn.length)
         pending = self._pending
@@ -693,6 +979,7 @@ class Machine:
         if address not in self._breakpoints or self._pending is not None:
             return False
         self._pending = Stop(StopReason.BREAKPOINT, message=f"breakpoint at {address:#x}")
+        self._mark_stop(v, False)
         uc.emu_stop()  # a stop requested in a code hook lands before the instruction
         return True
 
@@ -701,23 +988,26 @@ class Machine:
         v.uc.reg_write(X.UC_X86_REG_RIP, rip + insn.length)
 
     def _site_hlt(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        """HLT: the vCPU waits for an interrupt (with IF clear, for INIT only) and its
+        turn ends; the machine halts when no vCPU can run again."""
         rip = snap[_I["rip"]]
         seq = None
         if self.hw.instruction_exits("hlt"):
             seq = self._exit(v, self.hw.simple_exit("hlt"), rip, insn.length, snap)
         self._skip(v, rip, insn)
-        if snap[_I["rflags"]] & _FLAGS_IF:
-            stop = Stop(StopReason.HALT, status=0, exit_seq=seq,
-                        message="halted with interrupts enabled and no interrupt source")
-        else:
-            stop = Stop(StopReason.HALT, status=0, exit_seq=seq, message="halted with interrupts disabled")
-        self._pending = None if self._pending and not self._pending.final else self._pending
-        self._request_stop(v, stop)
+        self._halt_seq = seq
+        interruptible = bool(snap[_I["rflags"]] & _FLAGS_IF)
+        self.sched.states[v.index] = RunState.HALTED if interruptible else RunState.STOPPED
+        self.sched.end_turn("halt")
+        if seq is not None and self._watch_exits:
+            self._after_exit(v, seq, None)
+        self._cut(v)
 
     def _site_rdtsc(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
         rip = snap[_I["rip"]]
-        self.time += 1
-        tsc = (self.time + self.msrs[v.index].tsc_offset) & 0xFFFF_FFFF_FFFF_FFFF
+        if not self._counting:
+            self.time += 1  # uncounted (--fast): time moves on at least at every RDTSC
+        tsc = (self.now() + self.msrs[v.index].tsc_offset) & 0xFFFF_FFFF_FFFF_FFFF
         seq = None
         if self.hw.instruction_exits("rdtsc"):
             seq = self._exit(v, self.hw.simple_exit("rdtsc"), rip, insn.length, snap, aux1=tsc)
@@ -779,7 +1069,7 @@ class Machine:
         if not exits:
             return
         seq = self._exit(v, self.hw.cr_exit(cr, write, insn.gpr), rip, insn.length, snap, aux1=value)
-        self._after_exit(v, seq, None)
+        self._after_exit(v, seq, None, retires=False)
         if self._pending is not None:
             # The stop lands before the instruction: let it run when the guest resumes.
             self._skip_once = (v.index, rip + self._code_bits(v, snap)[0])
@@ -796,7 +1086,7 @@ class Machine:
             return
         linear = self._invlpg_operand(v, snap)
         seq = self._exit(v, self.hw.invlpg_exit(linear), rip, insn.length, snap)
-        self._after_exit(v, seq, None)
+        self._after_exit(v, seq, None, retires=False)
         if self._pending is not None:
             self._skip_once = (v.index, rip + self._code_bits(v, snap)[0])
 
@@ -820,6 +1110,14 @@ class Machine:
                             addr += regs.get(ins.reg_name(reg), 0) * scale
                     return addr & _MASK[bits]
         return 0
+
+    def _site_pause(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
+        """PAUSE with PAUSE exiting on: the exit is observed, then the instruction runs."""
+        rip = snap[_I["rip"]]
+        seq = self._exit(v, self.hw.event_exit("pause"), rip, insn.length, snap)
+        self._after_exit(v, seq, None, retires=False)
+        if self._pending is not None:
+            self._skip_once = (v.index, rip + self._code_bits(v, snap)[0])
 
     def _site_hypercall(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
         mine = Kind.VMCALL if self.vendor == "intel" else Kind.VMMCALL
@@ -850,6 +1148,7 @@ class Machine:
         Kind.HLT: _site_hlt, Kind.RDTSC: _site_rdtsc, Kind.RDMSR: _site_msr, Kind.WRMSR: _site_msr,
         Kind.MOV_TO_CR: _site_cr, Kind.MOV_FROM_CR: _site_cr, Kind.CLTS: _site_cr, Kind.LMSW: _site_cr,
         Kind.INVLPG: _site_invlpg, Kind.VMCALL: _site_hypercall, Kind.VMMCALL: _site_hypercall,
+        Kind.PAUSE: _site_pause,
     }
 
     # -- memory: first touch of RAM, MMIO --------------------------------------------------
@@ -864,7 +1163,7 @@ class Machine:
                                                   present=(False, False, False)),
                              snap[_I["rip"]], 0, snap, aux1=address)
             self.mem.back(gpa)
-            self._after_exit(v, seq, None)
+            self._after_exit(v, seq, None, retires=False)
             return True
         page = gpa & ~(PAGE_SIZE - 1)
         if fetch:
@@ -875,37 +1174,55 @@ class Machine:
             # to it is an exit that reads all ones and drops writes.
             self._mmio_pages.add(page)
             for u in self.vcpus:
-                u.uc.mmio_map(page, PAGE_SIZE, self._mmio_reader(page, None), None,
-                              self._mmio_writer(page, None), None)
+                u.uc.mmio_map(page, PAGE_SIZE, self._mmio_reader(u, page, None), None,
+                              self._mmio_writer(u, page, None), None)
         return True
 
-    def _mmio_reader(self, base: int, device: Any) -> Callable[..., int]:
-        def read(uc, offset, size, v_unused) -> int:  # noqa: ANN001
-            v = self._vcpu_of(uc)
+    def _mmio_reader(self, v: Vcpu, base: int, device: Any) -> Callable[..., int]:
+        def read(uc, offset, size, user_data) -> int:  # noqa: ANN001
+            replayed = self._mmio_replayed(v, base + offset, True)
+            if replayed is not None:
+                return replayed
+            if device is not None:
+                self.irq.advance(self.now())
             value = device.read(offset, size) if device is not None else (1 << (8 * size)) - 1
             self._mmio_exit(v, base + offset, read=True, value=value)
             return value
         return read
 
-    def _mmio_writer(self, base: int, device: Any) -> Callable[..., None]:
-        def write(uc, offset, size, value, v_unused) -> None:  # noqa: ANN001
-            v = self._vcpu_of(uc)
+    def _mmio_writer(self, v: Vcpu, base: int, device: Any) -> Callable[..., None]:
+        def write(uc, offset, size, value, user_data) -> None:  # noqa: ANN001
+            if self._mmio_replayed(v, base + offset, False) is not None:
+                return
             self._mmio_exit(v, base + offset, read=False, value=value)
             if device is not None:
+                self.irq.advance(self.now())
                 device.write(offset, size, value)
+                # A stop inside an MMIO callback would run the access again: what the
+                # write changed (a deadline, a priority) counts from the slice's end.
+                self._cut_requested = True
         return write
 
     def _mmio_exit(self, v: Vcpu, gpa: int, read: bool, value: int) -> None:
         snap = v.snapshot()
         code = self.hw.slat_exit(gpa, gpa, read=read, write=not read, fetch=False, present=(False, False, False))
         seq = self._exit(v, code, snap[_I["rip"]], 0, snap, aux1=value)
-        self._after_exit(v, seq, None)
+        self._after_exit(v, seq, None, retires=False)
+        if self._pending is not None:
+            # A stop inside an MMIO callback lands before the instruction, which then
+            # runs again on resume: its access was handled here, so it is answered
+            # from this record then, without a second exit or device access.
+            self._mmio_replay = (v.index, snap[_I["rip"]], gpa, read, value)
 
-    def _vcpu_of(self, uc: Any) -> Vcpu:
-        for v in self.vcpus:
-            if v.uc is uc or v.uc._uch.value == getattr(uc, "value", None):
-                return v
-        return self.vcpus[0]
+    def _mmio_replayed(self, v: Vcpu, gpa: int, read: bool) -> int | None:
+        """The recorded value when this access is the re-run of a stopped one."""
+        replay = self._mmio_replay
+        if replay is None or replay[0] != v.index or replay[2:4] != (gpa, read):
+            return None
+        self._mmio_replay = None
+        if replay[1] != v.uc.reg_read(X.UC_X86_REG_RIP):
+            return None
+        return replay[4]
 
     # -- exceptions --------------------------------------------------------------------
 
@@ -925,11 +1242,13 @@ class Machine:
                           else self._selector_error(v, snap) if intno in (10, 11, 12, 13) else 0)
         # CR2 is right only here, inside the hook (DESIGN.md): keep it with the event.
         self._event = Event(intno, error_code, software, snap[_I["cr2"]] if intno == 14 and not software else None)
+        self._mark_stop(v, False)
         uc.emu_stop()
 
     def _guest_exception(self, v: Vcpu, vector: int, error_code: int | None, rip: int) -> None:
         """An exception the VMM raises for the guest (a #GP for an MSR it does not have)."""
         self._event = Event(vector, error_code)
+        self._mark_stop(v, False)
         v.uc.emu_stop()
 
     def _page_fault_error(self, v: Vcpu, snap: tuple[int, ...]) -> int:
@@ -1092,7 +1411,7 @@ class Machine:
             listener(data)
 
     def _debug_exit(self, value: int) -> None:
-        v = self.vcpus[0]
-        self._pending = Stop(StopReason.DEBUG_EXIT, status=value,
+        v = self._running or self.vcpus[0]
+        self._pending = Stop(StopReason.DEBUG_EXIT, status=value, vcpu=v.index,
                              message=f"the guest wrote {value:#x} to the debug-exit port")
         v.uc.emu_stop()

@@ -138,6 +138,7 @@ class Vcpu:
         self.batch = RegisterBatch(self.uc, SNAPSHOT_REGS)
         self.write_abcd = RegisterWriter(self.uc, ("rax", "rbx", "rcx", "rdx")).write
         self.efer = 0
+        self._power_on = self.uc.context_save()  # what reset_to_real_mode starts from
 
     # -- registers ---------------------------------------------------------------
 
@@ -183,6 +184,7 @@ class Vcpu:
         TRAMPOLINE_GPA only while the trampoline runs.
         """
         uc = self.uc
+        uc.context_restore(self._power_on)  # INIT: whatever the vCPU did before is gone
         # A fresh UC_MODE_64 instance is in long mode; the CR0.PG 1->0 edge clears
         # EFER.LMA, then EFER and CR4 can be zeroed (SDM "Initializing IA-32e Mode").
         uc.reg_write(X.UC_X86_REG_CR0, CR0_PG | CR0_ET | CR0_PE)

@@ -58,8 +58,10 @@ def test_moving_through_the_trace(recorded):
     assert s.position == 8 and s.regs == snaps[8]
     execute(s, "goto 300")
     assert s.position == 300 and s.regs == snaps[300]  # across register chunks (batch 128)
-    execute(s, "goto time 50500")  # the first exit at or after tick 50,500
-    assert s.position == 50 and machine.exits.time[50] == 51000
+    times = machine.exits.time
+    assert times[50] > times[49] + 1  # virtual time is instructions retired: the guest ran between them
+    execute(s, f"goto time {times[49] + 1}")  # the first exit at or after that time
+    assert s.position == 50
     execute(s, "goto last")
     assert s.position == 561
     with pytest.raises(CommandError, match="already at the last exit"):
@@ -96,6 +98,11 @@ def test_the_console_shows_what_was_written_by_the_selected_exit(recorded):
     path, machine, _snaps = recorded
     s = ReplaySession(open_trace(path))
     outs = [e.seq for e in machine.exits if e.name == "IO_INSTRUCTION" and e.qualification["port"] == 0x3F8]
+    # Each byte is stored with the time of the exit that wrote it (the OUT's: the instructions
+    # retired before it), so the console at an exit holds what that exit and the ones before wrote.
+    chunks = s.trace.serial_chunks()
+    assert [t for t, _d in chunks] == [machine.exits.time[seq] for seq in outs]
+    assert b"".join(d for _t, d in chunks) == bytes(machine.serial)
     s.goto(outs[2])
     assert s.machine.serial == bytes(machine.serial[:3])
     s.goto(len(machine.exits) - 1)
@@ -111,13 +118,17 @@ def test_what_a_replay_cannot_show(recorded):
 
 
 def test_replay_script_through_the_cli(capsys, recorded, tmp_path):
-    path, _machine, _snaps = recorded
+    path, machine, _snaps = recorded
     script = tmp_path / "s.txt"
     script.write_text("goto 55\nregs\nexit 156\ninfo\ngoto 100000\n")
     code = main(["replay", str(path), "--script", str(script)])
     out, err = capsys.readouterr()
     assert code == 1 and err == ""  # the last command fails
-    assert "replay exit 55 of 562: CPUID at rip 0x7e3b, vCPU 0, time 56,000  leaf=0x1" in out
+    # The status shows exit 55's virtual time as the recording run took it: the guest instructions
+    # retired before that CPUID (488 with today's cpuid.img).
+    t55 = machine.exits.time[55]
+    assert 55 < t55 < machine.exits.time[56]
+    assert f"replay exit 55 of 562: CPUID at rip 0x7e3b, vCPU 0, time {t55:,}  leaf=0x1" in out
     assert "exit 156: CPUID" in out and "leaf" in out
     assert "image_sha256" in out and "error: no exit 100000 (the trace has 562: 0 to 561)" in out
 
@@ -139,7 +150,11 @@ def test_the_tui_on_a_trace(recorded):
             await pilot.press("N")
             await pilot.pause()
             assert session.position == 1
-            await pilot.press("g", *"time 100000", "enter")
+            # `goto time T` selects the first exit at or after virtual time T: a time between exits
+            # 98 and 99 (the guest retired instructions between them) lands on 99.
+            times = machine.exits.time
+            assert times[99] - times[98] > 1
+            await pilot.press("g", *f"time {times[98] + 1}", "enter")
             await pilot.pause()
             assert session.position == 99 and app.query_one("#exits").cursor_seq == 99
             regs = _text(app.query_one("#registers").render_view(session))

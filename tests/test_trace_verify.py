@@ -154,13 +154,17 @@ def test_recorded_serial_input_is_fed_back_at_its_time(tmp_path):
     machine = Machine(MachineConfig())
     writer = TraceWriter(path, machine, load(machine, image))
     assert machine.run(max_exits=10).reason.value == "max-exits"  # ten polls: nothing typed yet
+    # Virtual time counts guest instructions: MOV DX, then IN (exit 0 at time 1), and each poll
+    # after it is IN, TEST, JZ: exit n at 1 + 3n. The stop after exit 9 lands after its IN retired.
+    assert list(machine.exits.time) == [1 + 3 * n for n in range(10)]
+    assert machine.time == machine.exits.time[9] + 1 == 29
     writer.record_input("serial", b"A")
     machine.send_serial(b"A")
     stop = machine.run(timeout=30)
     writer.close(stop, 0.1)
     assert (stop.reason.value, stop.status, bytes(machine.serial)) == ("debug-exit", 0x41, b"A")
     trace = open_trace(path)
-    assert trace.inputs() == [(10_000, "serial", b"A")]
+    assert trace.inputs() == [(29, "serial", b"A")]  # fed at the stop's time
     result = verify(trace)
     assert result.identical, result.report()
     # Without the input the guest polls on: exit 10 reads an LSR with no data ready.
@@ -171,3 +175,27 @@ def test_recorded_serial_input_is_fed_back_at_its_time(tmp_path):
     db.close()
     d = verify(open_trace(path), timeout=5).divergence
     assert (d.seq, d.field, d.expected, d.got) == (10, "aux1", 0x61, 0x60)
+
+
+# mov dx,0x3f8; in al,dx; in al,dx; out 0xf4,al; cli; hlt: two reads of the receive buffer in a row.
+READ_TWICE = bytes.fromhex("baf803" "ec" "ec" "e6f4" "faf4")
+
+
+def test_an_input_before_an_exit_right_after_the_stop_is_fed_before_it(tmp_path):
+    image = write_image(tmp_path, READ_TWICE, "twice.img")
+    path = tmp_path / "twice.vmtrace"
+    machine = Machine(MachineConfig())
+    writer = TraceWriter(path, machine, load(machine, image))
+    assert machine.run(max_exits=1).reason.value == "max-exits"  # the first IN: nothing typed yet
+    writer.record_input("serial", b"A")
+    machine.send_serial(b"A")
+    stop = machine.run(timeout=30)
+    writer.close(stop, 0.1)
+    assert (stop.reason.value, stop.status) == ("debug-exit", 0x41)  # the second IN read it
+    trace = open_trace(path)
+    # The first IN is taken after the MOV (time 1); the stop lands after it retired (time 2), which
+    # is also the time of the second IN: no instruction between. The input belongs before that exit.
+    assert list(trace.exits.time) == [1, 2, 3]
+    assert trace.inputs() == [(2, "serial", b"A")]
+    result = verify(trace)
+    assert result.identical, result.report()

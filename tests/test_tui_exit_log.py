@@ -25,27 +25,27 @@ from vmmtui.widgets.exit_log import ExitLogView
 SIZE = (120, 30)  # the pane gets 118 x 28 inside its border: a header and 27 rows
 PAGE = 27
 
-HEADER_INTEL = "seq vcpu   time reason name           rip    len qualification"
+HEADER_INTEL = "seq vcpu time reason name           rip    len qualification"
 INTEL_ROWS = {  # seq -> the row exactly as drawn (trailing blanks stripped)
-    0: "  0    0   1000     10 CPUID          0x7e09   2 leaf=0x0",
-    1: "  1    0   2000     30 IO_INSTRUCTION 0x7c8c   1 port=0x3fd in 1B dx value=0x60",
-    2: "  2    0   3000     30 IO_INSTRUCTION 0x7c95   1 port=0x3f8 out 1B dx value=0x63",
-    55: " 55    0  56000     10 CPUID          0x7e3b   2 leaf=0x1",
-    156: "156    0 157000     10 CPUID          0x7e5c   2 leaf=0x40000000",
-    247: "247    0 248000     10 CPUID          0x7e9a   2 leaf=0x40000001",
-    334: "334    0 335000     31 MSR_READ       0x7ebf   2 msr=0x1b read value=0xfee00900",
-    403: "403    0 404000     32 MSR_WRITE      0x7ee3   2 msr=0x174 write value=0x10",
-    404: "404    0 405000     31 MSR_READ       0x7eee   2 msr=0x174 read value=0x10",
-    505: "505    0 506001     16 RDTSC          0x7f19   2 tsc=505001",
-    561: "561    0 562002     30 IO_INSTRUCTION 0x7f55   2 port=0xf4 out 1B imm value=0x0",
+    0: "  0    0   13     10 CPUID          0x7e09   2 leaf=0x0",
+    1: "  1    0   31     30 IO_INSTRUCTION 0x7c8c   1 port=0x3fd in 1B dx value=0x60",
+    2: "  2    0   36     30 IO_INSTRUCTION 0x7c95   1 port=0x3f8 out 1B dx value=0x63",
+    55: " 55    0  488     10 CPUID          0x7e3b   2 leaf=0x1",
+    156: "156    0 1305     10 CPUID          0x7e5c   2 leaf=0x40000000",
+    247: "247    0 2095     10 CPUID          0x7e9a   2 leaf=0x40000001",
+    334: "334    0 2846     31 MSR_READ       0x7ebf   2 msr=0x1b read value=0xfee00900",
+    403: "403    0 3495     32 MSR_WRITE      0x7ee3   2 msr=0x174 write value=0x10",
+    404: "404    0 3498     31 MSR_READ       0x7eee   2 msr=0x174 read value=0x10",
+    505: "505    0 4402     16 RDTSC          0x7f19   2 tsc=4402",
+    561: "561    0 5873     30 IO_INSTRUCTION 0x7f55   2 port=0xf4 out 1B imm value=0x0",
 }
-HEADER_AMD = "seq vcpu   time reason name  rip    len qualification"
+HEADER_AMD = "seq vcpu time reason name  rip    len qualification"
 AMD_ROWS = {
-    0: "  0    0   1000   0x72 CPUID 0x7e09   2 leaf=0x0",
-    1: "  1    0   2000   0x7b IOIO  0x7c8c   1 port=0x3fd in 1B value=0x60",
-    403: "403    0 404000   0x7c MSR   0x7ee3   2 msr=0x174 write value=0x10",
-    404: "404    0 405000   0x7c MSR   0x7eee   2 msr=0x174 read value=0x10",
-    561: "561    0 562002   0x7b IOIO  0x7f55   2 port=0xf4 out 1B value=0x0",
+    0: "  0    0   13   0x72 CPUID 0x7e09   2 leaf=0x0",
+    1: "  1    0   31   0x7b IOIO  0x7c8c   1 port=0x3fd in 1B value=0x60",
+    403: "403    0 3495   0x7c MSR   0x7ee3   2 msr=0x174 write value=0x10",
+    404: "404    0 3498   0x7c MSR   0x7eee   2 msr=0x174 read value=0x10",
+    561: "561    0 5873   0x7b IOIO  0x7f55   2 port=0xf4 out 1B value=0x0",
 }
 
 
@@ -457,7 +457,7 @@ def _text(renderable) -> str:  # noqa: ANN001
 
 def test_exit_detail_intel(intel: Session) -> None:
     text = _text(exit_detail(intel, 2))
-    for expected in ("seq                     2", "vCPU                    0", "time                    3000",
+    for expected in ("seq                     2", "vCPU                    0", "time                    36",
                      "exit reason             30 IO_INSTRUCTION", "RIP                     0x7c95",
                      "length                  1", "EXIT_QUALIFICATION      0x3f80000",
                      "GUEST_PHYSICAL_ADDRESS  0x0", "port       0x3f8 (1016)", "direction  out",
@@ -476,7 +476,7 @@ def test_exit_detail_amd(amd: Session) -> None:
 def test_exits_table(intel: Session) -> None:
     text = _text(exits_table(intel, last=3))
     assert "exit log (562 exits, 562 shown)" in text
-    assert ("│ 561 │    0 │ 562002 │     30 │ IO_INSTRUCTION │ 0x7f55 │   2 │ port=0xf4 out 1B imm value=0x0 │"
+    assert ("│ 561 │    0 │ 5873 │     30 │ IO_INSTRUCTION │ 0x7f55 │   2 │ port=0xf4 out 1B imm value=0x0 │"
             in text)
     assert "the last 3 of 562" in text
     text = _text(exits_table(intel, last=20, filter_text="cpuid"))

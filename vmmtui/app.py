@@ -5,10 +5,16 @@ runs at full speed; `pause` stops it at once (Unicorn's emu_stop is safe from
 another thread). Nothing reads the machine while the worker runs except the
 append-only exit log and console (a timer polls them); every pane re-renders when
 the engine stops.
+
+Recording (`r`, `:record`): the session attaches a trace writer while the guest
+is stopped; the status line shows `● REC FILE N exits` while it records, and
+quitting the app (q, `:quit`, ctrl+q) stops the engine first, then closes the
+trace, so its data is flushed.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +24,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.containers import Container
+from textual.containers import Container, Vertical
 from textual.widgets import Footer, Header, Input, Static
 from textual.worker import Worker, WorkerState
 
@@ -26,7 +32,7 @@ from engine.config import MachineConfig
 from engine.errors import EngineError
 from engine.machine import Stop
 
-from .commands import COMMANDS, PANES, CommandError, Outcome, complete, describe_stop, execute
+from .commands import COMMANDS, PANES, CommandError, Outcome, complete, describe_stop, execute, recording_status
 from .session import Session
 from .widgets.console import ConsolePane
 from .widgets.disasm import DisasmPane
@@ -86,6 +92,13 @@ class VmmApp(App):
     """vmmtui: the guest, its VMM and every exit, live."""
 
     CSS_PATH = "vmmtui.tcss"
+    # The output box, the status line and the command line stack between the panes and
+    # the footer: docked to the same edge, Textual draws them on top of each other and
+    # of the footer (the status line and what is typed at ':' were hidden).
+    CSS = """
+    #bottom { height: auto; }
+    #bottom > #output, #bottom > #status, #bottom > #cmdline { dock: none; }
+    """
     TITLE = "vmmtui"
     COMMANDS = App.COMMANDS | {CommandProvider}
     BINDINGS = [
@@ -94,6 +107,7 @@ class VmmApp(App):
         Binding("c", "command('continue')", "continue", id="continue"),
         Binding("p", "command('pause')", "pause", id="pause"),
         Binding("b", "prompt('break ')", "break", id="break"),
+        Binding("r", "command('record')", "record", id="record"),
         Binding("colon", "prompt('')", ":command", id="command-line"),
         Binding("slash", "prompt('filter ')", "filter", show=False, id="filter"),
         Binding("t", "toggle_theme", "theme", show=False, id="theme"),
@@ -117,6 +131,10 @@ class VmmApp(App):
         self.running = False
         self.active_pane = "exits"
         self._poll = None
+        self._status = Text()  # the status line without the recording indicator
+        self._engine_idle = threading.Event()  # set whenever the engine worker is not running
+        self._engine_idle.set()
+        self._engine_stop: Stop | None = None  # what the engine worker's last run returned
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -135,10 +153,11 @@ class VmmApp(App):
             yield SchedulePane(id="schedule")
             yield ConsolePane(id="console")
             yield MemoryPane(id="memory")
-        yield Static(id="output")
-        yield Static(id="status")
-        yield Input(id="cmdline", placeholder=": command (help lists them, tab completes)", select_on_focus=False,
-                    compact=True)
+        with Vertical(id="bottom"):
+            yield Static(id="output")
+            yield Static(id="status")
+            yield Input(id="cmdline", placeholder=": command (help lists them, tab completes)",
+                        select_on_focus=False, compact=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -258,9 +277,42 @@ class VmmApp(App):
             self.notify("the guest is not running")
 
     def _ui_quit(self) -> None:
+        message = self._end_recording_for_exit()
         if self.running and self.session is not None:
             self.session.machine.pause()
-        self.exit()
+        self.exit(message=message)
+
+    async def action_quit(self) -> None:
+        """ctrl+q (Textual's own quit) takes the same way out as q."""
+        self._ui_quit()
+
+    def on_unmount(self) -> None:
+        # The last line of defence: however the app ends, an open trace is closed.
+        self._end_recording_for_exit()
+
+    def _end_recording_for_exit(self) -> Text | None:
+        """Stop the engine if it runs (a trace must not be closed under it), then close
+        the trace; the line to print after the app ends, or None."""
+        session = self.session
+        if session is None or getattr(session, "recorder", None) is None:
+            return None
+        if self.running:
+            session.machine.pause()
+            if not self._engine_idle.wait(5):
+                writer, session.recorder = session.recorder, None
+                writer.abort()  # the engine would not stop: keep the committed batches
+                return Text(f"vmmtui: {writer.path}: the engine did not stop; the trace keeps what was "
+                            "committed (it is marked incomplete)")
+            if self._engine_stop is not None:  # the trace says how the run stopped: paused by the quit
+                session.mark_stop(self._engine_stop)
+        try:
+            info = session.stop_recording()
+        except EngineError as e:
+            return Text(f"vmmtui: {e}")
+        return Text(f"vmmtui: trace {info['path']}: {info['exits']:,} exits")
+
+    def _ui_recording(self) -> None:
+        self._set_status(self._status)
 
     def _ui_pane(self, name: str) -> None:
         self.action_show_pane(name)
@@ -296,22 +348,42 @@ class VmmApp(App):
         self._show_active()
         self.query_one(f"#{name}").focus()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The record key belongs to a live session (a replay has nothing to record).
+        if action == "command" and parameters == ("record",) and not hasattr(self.session, "start_recording"):
+            return False
+        return True
+
     def action_toggle_theme(self) -> None:
         self._ui_theme("light" if self.theme == "textual-dark" else "dark")
 
     # -- the engine worker -------------------------------------------------------------------
 
+    def _set_status(self, line: Text) -> None:
+        """The status line: the recording indicator, if one is on, then `line`."""
+        self._status = line
+        indicator = recording_status(self.session) if self.session is not None else None
+        if indicator is not None:
+            line = Text.assemble(indicator, ("  │  ", "dim"), line)
+        self.query_one("#status", Static).update(line)
+
     def _start(self, run: Callable[[], Stop]) -> None:
         self.running = True
+        self._engine_idle.clear()
         self.query_one("#output").display = False
-        self.query_one("#status", Static).update(Text("running… (p pauses)", style="bold green"))
+        self._set_status(Text("running… (p pauses)", style="bold green"))
         self.sub_title = self.sub_title.split(" — running")[0] + " — running"
         self._poll = self.set_interval(0.1, self._while_running)
         self._engine(run)
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def _engine(self, run: Callable[[], Stop]) -> Stop:
-        return run()
+        self._engine_stop = None
+        try:
+            self._engine_stop = run()
+            return self._engine_stop
+        finally:
+            self._engine_idle.set()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "engine" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
@@ -329,13 +401,20 @@ class VmmApp(App):
             stop = event.worker.result
             self.session.mark_stop(stop)
             line = describe_stop(self.session, stop)
-            self.query_one("#status", Static).update(line)
+            self._set_status(line)
             if stop.reason.value in ("error", "shutdown"):
                 self.notify(line.plain, title="the guest stopped", severity="error", timeout=8)
+        check = getattr(self.session, "check_recording", None)
+        failure = check() if check is not None else None
+        if failure is not None:
+            self._set_status(self._status)
+            self.notify(failure, title="recording", severity="error", timeout=15)
         self._refresh_panes()
 
     def _while_running(self) -> None:
         self.query_one(ExitLogView).refresh_count()
+        if getattr(self.session, "recorder", None) is not None:
+            self._set_status(self._status)
 
     def _refresh_panes(self) -> None:
         session = self.session

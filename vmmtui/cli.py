@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from collections.abc import Sequence
 
-from engine.config import DEFAULT_MEM, MachineConfig, parse_size
+from engine.config import DEFAULT_MEM, DEFAULT_QUANTUM, MAX_VCPUS, MachineConfig, parse_size
 from engine.errors import EngineError
 from engine.loader import load
 from engine.machine import Machine, Stop, StopReason
@@ -60,7 +60,15 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
                    help="how the VMM backs guest RAM on first touch: 2M large pages (default) or 4K pages")
     p.add_argument("--exit", action="append", default=[], metavar="NAME=on|off",
                    help="turn one exit control on or off (repeatable): io, msr, cpuid, hlt, invlpg, rdtsc, "
-                        "cr0, cr3, cr4, hypercall, or an exception vector de, db, bp, ud, gp, pf, ...")
+                        "cr0, cr3, cr4, hypercall, pause, extint, intwin, init, or an exception vector de, db, bp, "
+                        "ud, gp, pf, ...")
+    p.add_argument("--vcpus", type=int, default=1, metavar="N",
+                   help=f"number of vCPUs, 1 to {MAX_VCPUS}; the APs wait for INIT-SIPI-SIPI (default 1)")
+    p.add_argument("--quantum", type=int, default=DEFAULT_QUANTUM, metavar="N",
+                   help="guest instructions a vCPU runs before the next vCPU's turn (default %(default)s)")
+    p.add_argument("--fast", action="store_true",
+                   help="run one vCPU without counting instructions while no timer is armed: faster, "
+                        "but virtual time then stands still between exits")
 
 
 _TUI_EXAMPLE = """\
@@ -81,7 +89,6 @@ def build_tui_parser() -> argparse.ArgumentParser:
                 epilog=_TUI_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"vmmtui {__version__}")
     _add_machine_options(p)
-    p.add_argument("--vcpus", type=int, default=1, metavar="N", help="number of vCPUs (1 for now)")
     p.add_argument("--script", metavar="FILE",
                    help="run debugger commands from FILE without a terminal and print what each shows")
     return p
@@ -90,7 +97,6 @@ def build_tui_parser() -> argparse.ArgumentParser:
 def cmd_tui(args: argparse.Namespace) -> int:
     """`vmmtui GUEST`: the TUI, or a script of its commands."""
     config = machine_config(args)
-    config.vcpus = args.vcpus
     config.check()
     if not Path(args.guest).is_file():
         raise UsageError(f"{args.guest}: no such file" if not Path(args.guest).exists()
@@ -303,8 +309,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def machine_config(args: argparse.Namespace) -> MachineConfig:
     """The machine the options describe."""
-    return MachineConfig(vendor=args.vendor, mem_size=parse_size(args.mem),
-                         page_size=parse_size(args.page_size), exits=list(args.exit))
+    return MachineConfig(vendor=args.vendor, mem_size=parse_size(args.mem), page_size=parse_size(args.page_size),
+                         exits=list(args.exit), vcpus=args.vcpus, quantum=args.quantum, fast=args.fast)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -360,6 +366,10 @@ def run_json(machine: Machine, stop: Stop, sha256: str) -> dict[str, object]:
         "image": {"sha256": sha256},
         "mem": machine.config.mem_size,
         "vcpus": machine.config.vcpus,
+        "quantum": machine.config.quantum,
+        "time": machine.time,
+        "retired": machine.sched.retired,
+        "schedule": machine.sched.as_json(),
     }
 
 

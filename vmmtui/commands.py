@@ -138,7 +138,7 @@ class CommandTable:
 
 LIVE = CommandTable({
     "break": ["exit ", "exit io ", "exit cpuid ", "exit msr ", "exit ept ", "exit cr ", "exit hlt "],
-    "pane": list(PANES), "theme": ["dark", "light"], "mem": ["gpa ", "gva "],
+    "pane": list(PANES), "theme": ["dark", "light"], "mem": ["gpa ", "gva "], "record": ["off", "--force "],
 })
 COMMANDS = LIVE.commands
 command, lookup, execute, complete = LIVE.command, LIVE.lookup, LIVE.execute, LIVE.complete
@@ -370,6 +370,47 @@ def _send(session: Session, args: list[str]) -> Outcome:
     data = (" ".join(args) + "\n").encode()
     session.machine.send_serial(data)
     return Outcome(Text(f"sent {len(data)} bytes to the UART"))
+
+
+# -- recording -------------------------------------------------------------------------------------
+
+def recording_status(session: Session) -> Text | None:
+    """The status line's recording indicator (`● REC run-1.vmtrace 1,234 exits`), or None."""
+    writer = getattr(session, "recorder", None)
+    if writer is None:
+        return None
+    text = Text("● REC", style="bold red")
+    text.append(f" {writer.path.name} {writer.exits:,} exit{'' if writer.exits == 1 else 's'}", style="red")
+    return text
+
+
+@command("record", "record [--force] [FILE] | record off",
+         "record the exit trace from the next exit on into FILE (default IMAGE-N.vmtrace); "
+         "record again, or record off, stops", key="r")
+def _record(session: Session, args: list[str]) -> Outcome:
+    force = "--force" in args
+    args = [a for a in args if a != "--force"]
+    if len(args) > 1:
+        raise CommandError("record takes one FILE (quote a name with spaces), or off")
+    if args and args[0] == "off" or not args and session.recording and not force:
+        if not session.recording:
+            raise CommandError("not recording (record [FILE] starts)")
+        info = session.stop_recording()
+        n, first = info["exits"], info["first_seq"]
+        text = Text("recording stopped: ", style="bold")
+        text.append(f"{info['path']} holds {n:,} exit{'' if n == 1 else 's'}")
+        if n and first:
+            text.append(f" (this session's exits #{first}–#{first + n - 1}, numbered 0–{n - 1} in the trace)",
+                        style="dim")
+        text.append(f", {info['bytes']:,} bytes", style="dim")
+        return Outcome(text, ui=("recording",))
+    writer = session.start_recording(args[0] if args else None, force=force)
+    first = writer.first_seq
+    text = Text("● recording", style="bold red")
+    text.append(f" to {writer.path} from {'the first exit' if not first else f'exit #{first}'} on")
+    text.append(" (r or record off stops; the trace numbers its exits from 0)" if first
+                else " (r or record off stops)", style="dim")
+    return Outcome(text, ui=("recording",))
 
 
 # -- the screen ----------------------------------------------------------------------------------

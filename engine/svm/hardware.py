@@ -30,7 +30,7 @@ from .vmcb import CONTROL, SAVE, Vmcb
 EFER_SVME = 1 << 12
 _SIMPLE = {"cpuid": S.CPUID, "hlt": S.HLT, "rdtsc": S.RDTSC, "hypercall": S.VMMCALL, "shutdown": S.SHUTDOWN}
 _MISC1_BY_NAME = {"cpuid": Misc1.CPUID, "hlt": Misc1.HLT, "rdtsc": Misc1.RDTSC, "invlpg": Misc1.INVLPG,
-                  "shutdown": Misc1.SHUTDOWN}
+                  "shutdown": Misc1.SHUTDOWN, "pause": Misc1.PAUSE, "extint": Misc1.INTR, "init": Misc1.INIT}
 
 
 def _vmcb_attrib(attributes: int) -> int:
@@ -65,7 +65,7 @@ class SvmHardware(Hardware):
         if controls.exits("cr4"):
             cr |= cr_write_bit(4)
         misc1 = Misc1.IOIO_PROT | Misc1.MSR_PROT | Misc1.SHUTDOWN
-        for name in ("cpuid", "hlt", "rdtsc", "invlpg"):
+        for name in ("cpuid", "hlt", "rdtsc", "invlpg", "pause", "extint", "init"):
             if controls.exits(name):
                 misc1 |= _MISC1_BY_NAME[name]
         misc2 = Misc2.VMRUN  # APM: VMRUN with the VMRUN intercept clear fails
@@ -91,6 +91,8 @@ class SvmHardware(Hardware):
         misc1_now, misc2_now = int(misc1), int(misc2)
         self._instruction = {name: bool(misc1_now & bit) for name, bit in _MISC1_BY_NAME.items()}
         self._instruction["hypercall"] = bool(misc2_now & Misc2.VMMCALL)
+        self._instruction["intwin"] = controls.exits("intwin")
+        self._instruction["sipi"] = False  # SVM has no SIPI intercept: the VMM sees INIT only
         self._io_prot = bool(misc1_now & Misc1.IOIO_PROT)
         self._msr_prot = bool(misc1_now & Misc1.MSR_PROT)
 
@@ -147,9 +149,20 @@ class SvmHardware(Hardware):
     def exception_exit(self, vector: int, error_code: int | None, cr2: int) -> ExitCode:
         return ExitCode(S.EXCP_BASE + vector, error_code or 0, cr2 if vector == 14 else 0)
 
-    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool) -> None:
+    def event_exit(self, name: str, vector: int = 0) -> ExitCode:
+        return ExitCode({"extint": S.INTR, "intwin": S.VINTR, "init": S.INIT, "pause": S.PAUSE}[name])
+
+    def request_interrupt_window(self, vcpu: int, on: bool) -> None:
+        """The VMM asks for a virtual interrupt (V_IRQ) and intercepts VINTR while one waits."""
+        vmcb = self.structure(vcpu)
+        misc1 = vmcb.read("INTERCEPT_MISC1")
+        vmcb.write("INTERCEPT_MISC1", (misc1 | Misc1.VINTR) if on else (misc1 & ~Misc1.VINTR))
+
+    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool, external: bool = False) -> None:
         vmcb = self.structure(vcpu)
         kind = S.EventType.SOFTWARE_INTERRUPT if software and vector not in (3, 4) else S.EventType.EXCEPTION
+        if external:
+            kind = S.EventType.EXTERNAL_INTERRUPT
         value = S.eventinj(vector=vector, type=kind, error_code=error_code)
         vmcb.write("EVENTINJ", value & 0xFFFF_FFFF)
         vmcb.write("EVENTINJ_ERR", value >> 32)

@@ -1,13 +1,18 @@
 """Exporting a trace: Chrome / Perfetto Trace Event Format, CSV, JSON.
 
 - `chrome`: a JSON object with `traceEvents`: one process (the guest), one thread
-  (track) per vCPU named "vCPU n"; each exit is a complete event ("ph": "X")
-  named after its reason, lasting the VMM's time for it, with `args` holding the
-  exit's fields and decoded qualification; the guest's time between two exits
-  of a vCPU is a complete event named "guest" (omitted when it is empty: guest
-  instructions take no virtual time yet, see `stats`). Timestamps are virtual
-  ticks shown as nanoseconds (`ts` and `dur` are in microseconds, so a tick is
-  0.001). Opens in https://ui.perfetto.dev and chrome://tracing.
+  (track) per vCPU named "vCPU n". Each exit is an event named after its reason,
+  `cat` "exit", with `args` holding the exit's fields and decoded qualification.
+  In traces recorded now (`time_per_exit` 0: virtual time counts guest
+  instructions and an exit takes none of it) an exit is an instant event
+  ("ph": "i", thread scope) at its time, and the guest's time before it, since
+  the previous exit of any vCPU (one clock, the vCPUs take turns), is a complete
+  event ("ph": "X") named "guest" on the exiting vCPU's track (omitted when
+  empty). In older traces (`time_per_exit` 1000) an exit is a complete event
+  lasting the VMM's `time_per_exit` ticks, and "guest" spans the time between
+  two exits of the same vCPU. One unit of virtual time (a guest instruction, or
+  an old tick) is shown as a nanosecond (`ts` and `dur` are in microseconds, so
+  a unit is 0.001). Opens in https://ui.perfetto.dev and chrome://tracing.
 - `csv`: one row per exit: seq, vcpu, time, reason, name, rip, length, info1,
   info2, aux1, aux2 (decimal) and the decoded qualification as compact JSON;
   with registers, one column per register after them (reg_rip, reg_rflags, ...).
@@ -78,6 +83,7 @@ def _json_value(v: Any) -> Any:
 def export_chrome(trace: Trace, out: IO[str]) -> int:
     """Trace Event Format; returns the number of events written."""
     tpe = trace.time_per_exit
+    unit = "virtual tick" if tpe else "guest instruction"
     image = str(trace.meta.get("image_path", "guest")).rsplit("/", 1)[-1]
     meta_events = [
         {"name": "process_name", "ph": "M", "pid": _PID, "tid": 0,
@@ -88,7 +94,7 @@ def export_chrome(trace: Trace, out: IO[str]) -> int:
         meta_events.append({"name": "thread_sort_index", "ph": "M", "pid": _PID, "tid": v, "args": {"sort_index": v}})
     out.write('{"displayTimeUnit": "ns", "otherData": ')
     json.dump({"generator": "vmmtui export", "trace": str(trace.path), "vendor": trace.vendor,
-               "time_unit": "1 virtual tick shown as 1 ns", "image_sha256": trace.meta.get("image_sha256"),
+               "time_unit": f"1 {unit} shown as 1 ns", "image_sha256": trace.meta.get("image_sha256"),
                "format_version": trace.meta.get("format_version")}, out, default=str)
     out.write(',\n"traceEvents": [\n')
     count = 0
@@ -104,19 +110,26 @@ def export_chrome(trace: Trace, out: IO[str]) -> int:
 
     for event in meta_events:
         emit(event)
-    end: dict[int, int] = {}
+    end: dict[int, int] = {}  # old traces: the end of each vCPU's previous exit
+    last = 0  # time_per_exit 0: the time of the previous exit of any vCPU
     for seq, vcpu, t, reason, rip, length, info1, info2, aux1, aux2, name, q in _rows(trace):
         start = t - tpe
-        prev = end.get(vcpu, 0)
+        prev = end.get(vcpu, 0) if tpe else last
         if start > prev:
             emit({"name": "guest", "cat": "guest", "ph": "X", "pid": _PID, "tid": vcpu, "ts": prev / 1000,
                   "dur": (start - prev) / 1000})
         args = {"seq": seq, "reason": reason, "rip": f"{rip:#x}", "length": length, "info1": f"{info1:#x}",
                 "info2": f"{info2:#x}", "aux1": f"{aux1:#x}", "aux2": f"{aux2:#x}"}
         args.update({k: _json_value(v) for k, v in q.items()})
-        emit({"name": name, "cat": "exit", "ph": "X", "pid": _PID, "tid": vcpu, "ts": start / 1000,
-              "dur": tpe / 1000, "args": args})
+        event: dict[str, Any] = {"name": name, "cat": "exit", "pid": _PID, "tid": vcpu, "ts": start / 1000}
+        if tpe:
+            event.update(ph="X", dur=tpe / 1000)
+        else:  # an exit takes no virtual time: a point on the vCPU's track
+            event.update(ph="i", s="t")
+        event["args"] = args
+        emit(event)
         end[vcpu] = t
+        last = max(last, t)
     out.write("\n]}\n")
     return count
 

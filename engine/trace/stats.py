@@ -9,12 +9,18 @@ with constants measured on this engine (bench/trace_bench.py; the figures and
 how they were taken are in docs/trace-format.md, "Statistics").
 
 Time is the engine's virtual time (README, "Virtual time"): deterministic, so the
-same trace gives the same figures on every machine. Its unit is the tick: every
-VM exit costs `time_per_exit` ticks (1000) in the VMM, every RDTSC the guest
-executes without an exit 1 tick; guest instructions are not counted yet, so the
-guest's share is the RDTSC ticks between exits. An exit's VMM time is the span
-[time - time_per_exit, time]; the guest time before an exit is the span from the
-end of the previous exit of the same vCPU (or 0) to the start of this one.
+same trace gives the same figures on every machine. Traces recorded now carry
+`time_per_exit` 0 and their unit is the guest instruction retired: an exit takes
+no virtual time (the VMM's cost shows in the overhead model instead, so the VMM
+columns are 0), and the guest time before an exit is the virtual time since the
+previous exit of any vCPU (they take turns on one host thread and one clock):
+the instructions retired in between, plus any stretch the machine skipped while
+every vCPU was halted waiting for a timer. The guest times of all exits add up
+to the time of the last exit. Older traces (no `time_per_exit` meta, read as
+1000) charged 1000 ticks to every exit and counted 1 tick per RDTSC; they are
+read with that model: an exit's VMM time is the span [time - time_per_exit,
+time]; the guest time before an exit is the span from the end of the previous
+exit of the same vCPU (or 0) to the start of this one.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from typing import Any
 
 from .reader import Trace
 
-TIME_UNIT = "virtual tick"
-TIME_MODEL = ("deterministic virtual time: each VM exit costs {tpe} ticks in the VMM, each RDTSC without "
-              "an exit 1 tick; guest instructions are not counted yet")
+TIME_UNIT = "guest instruction"
+TIME_MODEL = "deterministic virtual time: guest instructions retired; an exit takes no virtual time"
+OLD_TIME_MODEL = ("deterministic virtual time: each VM exit costs {tpe} ticks in the VMM, each RDTSC without "
+                  "an exit 1 tick; guest instructions are not counted")
 
 #: Exit names counted as address-translation exits (second-level translation faults).
 ADDRESS_TRANSLATION = frozenset({"EPT_VIOLATION", "EPT_MISCONFIG", "NPF"})
@@ -96,22 +103,32 @@ class _Acc:
 
 def _table(reasons: list[int], vcpus: Any, times: Any, tpe: int, names: dict[int, str],
            only_vcpu: int | None) -> dict[str, Any]:
-    """Per-reason figures over the exits (of `only_vcpu`, or all)."""
+    """Per-reason figures over the exits (of `only_vcpu`, or all).
+
+    `tpe` 0 (format 1): an exit takes no time; the guest time before an exit is the
+    virtual time since the previous exit of any vCPU (the vCPUs take turns on one
+    clock), so the guest times of all exits add up to the time of the last one.
+    `tpe` > 0 (older traces): an exit's VMM time is [time - tpe, time]; the guest
+    time before it runs from the end of the same vCPU's previous exit."""
     vmm: dict[int, _Acc] = {}
     guest: dict[int, _Acc] = {}
     counts: dict[int, int] = {}
-    end: dict[int, int] = {}
+    end: dict[int, int] = {}  # tpe > 0: the end of each vCPU's previous exit
+    last = 0  # tpe 0: the time of the previous exit of any vCPU
     for reason, vcpu, t in zip(reasons, vcpus, times):
-        if only_vcpu is not None and vcpu != only_vcpu:
+        if tpe:
+            before = max(0, t - tpe - end.get(vcpu, 0))
             end[vcpu] = t
+        else:
+            before = max(0, t - last)
+            last = t
+        if only_vcpu is not None and vcpu != only_vcpu:
             continue
-        start = t - tpe
         counts[reason] = counts.get(reason, 0) + 1
         if reason not in vmm:
             vmm[reason], guest[reason] = _Acc(), _Acc()
         vmm[reason].add(tpe)
-        guest[reason].add(max(0, start - end.get(vcpu, 0)))
-        end[vcpu] = t
+        guest[reason].add(before)
     n = sum(counts.values())
     vmm_total = sum(a.total for a in vmm.values())
     guest_total = sum(a.total for a in guest.values())
@@ -145,8 +162,8 @@ def compute(trace: Trace, constants: OverheadConstants = CONSTANTS) -> dict[str,
         "complete": trace.complete,
         "stop": trace.meta.get("stop"),
         "stop_status": trace.meta.get("stop_status"),
-        "time_unit": TIME_UNIT,
-        "time_model": TIME_MODEL.format(tpe=tpe),
+        "time_unit": TIME_UNIT if tpe == 0 else "virtual tick",
+        "time_model": TIME_MODEL if tpe == 0 else OLD_TIME_MODEL.format(tpe=tpe),
         "time_per_exit": tpe,
         "end_time": _number(trace.meta.get("end_time")) or (times[-1] if len(times) else 0),
         "all": whole,
@@ -198,7 +215,7 @@ def format_report(s: dict[str, Any]) -> str:
     lines = [
         f"{s['trace']}: {s['exits']:,} VM exits, {vendor}, {s['vcpus']} vCPU{'s' if s['vcpus'] != 1 else ''}, "
         f"stopped: {stop}{status}",
-        f"time unit: {s['time_unit']} ({s['time_model']}); the run ended at tick {s['end_time']:,}",
+        f"time unit: {s['time_unit']} ({s['time_model']}); the run ended at time {s['end_time']:,}",
         "",
         "all vCPUs" + (" (= vCPU 0)" if len(s["per_vcpu"]) == 1 else ""),
         *_lines(s["all"], vendor),

@@ -10,9 +10,18 @@ result. After the last exit: the number of exits, how the run stopped, and the
 console output.
 
 Inputs: an input recorded at virtual time T entered the machine while it was
-stopped after its exit at time T, so the re-run feeds it from the listener of the
-first exit whose time is greater than T, before the VMM handles that exit: the
-same point in the guest's execution.
+stopped at time T. Virtual time counts guest instructions and an exit takes none
+of it: an exit's time is the instructions retired before its instruction, and a
+stop after the exit lands at that time + 1 when the exiting instruction
+completes (IN, OUT, CPUID, ...), at that time when it does not (an EPT violation
+or NPF that is retried, an exception). So the stop was before the first exit
+whose time is T or later, and the re-run feeds the input from that exit's
+listener, before the VMM handles it: the same point in the guest's execution
+(an exit right after the stop, with no instruction between, has time T). One
+case stays ambiguous in the format: a stop after an exit that does not complete
+its instruction has the time of that exit, which then gets the input before the
+VMM handles it instead of after, one exit early; the guest sees no difference
+unless the VMM's handling of that very exit reads the UART.
 """
 
 from __future__ import annotations
@@ -246,8 +255,8 @@ class _Checker:
             self.machine.pause()
 
     def _feed_inputs(self) -> None:
-        now = self.machine.time
-        while self._next_input < len(self.inputs) and self.inputs[self._next_input][0] < now:
+        now = self.machine.now()  # the exit's time (`machine.time` is the slice's start in a hook)
+        while self._next_input < len(self.inputs) and self.inputs[self._next_input][0] <= now:
             _t, _kind, data = self.inputs[self._next_input]
             self.machine.send_serial(data)
             self._next_input += 1

@@ -12,6 +12,15 @@ writes the rest, sets `meta.ok = 1` and turns the file back into a single file
 A batch never includes the exit being taken: the engine may still complete its
 operands (an IN's value, a hypercall's result) after the listener returns, so a
 batch ends at the exit before it.
+
+A recorder attached to a machine that has already taken exits (`mid_run=True`,
+the TUI's record toggle) records from the next exit on: the trace numbers its
+exits from 0 and counts time from the moment recording started, so every reader
+sees an ordinary trace, and `meta.first_seq` / `meta.start_time` say how to get
+back to the session's numbers (session seq = seq + first_seq, session time =
+time + start_time). The inputs fed before recording started can be given as
+`prior_inputs`: they are kept (with times <= 0) so that a re-run from launch can
+reach the first recorded exit.
 """
 
 from __future__ import annotations
@@ -20,7 +29,10 @@ import json
 import os
 import platform
 import sqlite3
+import threading
 import uuid
+from array import array
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,14 +61,28 @@ def remove_trace_files(path: Path) -> None:
 
 
 class TraceWriter:
-    """Records every exit of `machine` (loaded with `image`, not yet run) into `path`."""
+    """Records every exit of `machine` (loaded with `image`, not yet run) into `path`.
+
+    With `mid_run=True` the machine may already have taken exits (it must be stopped):
+    the trace then holds the exits from the next one on (see the module docstring).
+    `prior_inputs` are the (virtual time, kind, data) inputs fed to the machine before
+    the recorder was attached. With `listen=False` the recorder does not subscribe
+    to the machine: the caller forwards the exits and the console output to
+    `on_exit` / `on_serial` (a front end that records several times in one session
+    subscribes once).
+    """
 
     def __init__(self, path: str | Path, machine: Machine, image: LoadedImage, *,
-                 batch: int = BATCH, force: bool = False) -> None:
+                 batch: int = BATCH, force: bool = False, mid_run: bool = False,
+                 prior_inputs: Iterable[tuple[int, str, bytes]] = (), listen: bool = True) -> None:
         self.path = Path(path)
         self.machine = machine
         self.batch = batch
-        if len(machine.exits):
+        #: The session's number of the trace's exit 0, and the virtual time the trace counts from.
+        self.first_seq = len(machine.exits)
+        self.start_time = machine.time if self.first_seq else 0
+        self.start_serial_bytes = len(machine.serial)
+        if self.first_seq and not mid_run:
             raise TraceError("the recorder must be attached before the machine's first exit")
         if self.path.is_dir():
             raise TraceError(f"{self.path}: is a directory")
@@ -65,8 +91,10 @@ class TraceWriter:
                 raise TraceError(f"{self.path}: already exists (use --force to overwrite it)")
             remove_trace_files(self.path)
         self.registers = SNAPSHOT_REGS
+        created = False
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            created = True
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN")
@@ -79,21 +107,32 @@ class TraceWriter:
             # The schema and meta into the main file at once: a run killed before the
             # first automatic checkpoint still leaves a file that says what it is.
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as e:
-            raise TraceError(f"{self.path}: cannot create the trace: {e}") from None
-        except OSError as e:
-            raise TraceError(f"{self.path}: cannot create the trace: {e.strerror}") from None
-        self._lo = 0  # the first exit not written yet
-        self._next_flush = batch
+        except (sqlite3.Error, OSError) as e:
+            if created:  # leave nothing behind: a half-made file is not a trace
+                try:
+                    self._db.close()
+                except sqlite3.Error:
+                    pass
+                remove_trace_files(self.path)
+            why = e.strerror if isinstance(e, OSError) else str(e)
+            raise TraceError(f"{self.path}: cannot create the trace: {why}") from None
+        self._lo = self.first_seq  # the first exit not written yet (the session's number)
+        self._next_flush = self.first_seq + batch
         self._snaps: list[tuple[int, ...]] = []
         self._serial: list[tuple[int, bytes]] = []
-        self._inputs: list[tuple[int, str, bytes]] = []
+        self._inputs: list[tuple[int, str, bytes]] = [
+            (t - self.start_time, kind, bytes(data)) for t, kind, data in prior_inputs]
+        # A front end may feed input from its own thread while the engine runs (and
+        # flushes) in another: the inputs list changes hands under a lock.
+        self._inputs_lock = threading.Lock()
         self._reasons: set[int] = set()
         self._serial_bytes = 0
         self.closed = False
+        self._end_seq: int | None = None  # len(machine.exits) when the recording ended
         self.error: Exception | None = None
-        machine.on_exit(self._on_exit)
-        machine.on_serial(self._on_serial)
+        if listen:
+            machine.on_exit(self.on_exit)
+            machine.on_serial(self.on_serial)
 
     def _initial_meta(self, image: LoadedImage) -> dict[str, Any]:
         m = self.machine
@@ -104,8 +143,6 @@ class TraceWriter:
             uc_version = unicorn.__version__
         except Exception:  # pragma: no cover - only informative
             uc_version = "?"
-        from ..machine import TIME_PER_EXIT
-
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -128,14 +165,19 @@ class TraceWriter:
             "image_size": image.size,
             "image_entry": image.entry,
             "registers": json.dumps(list(self.registers)),
-            "time_per_exit": TIME_PER_EXIT,
+            "time_per_exit": 0,  # exits take no virtual time (README, "Virtual time")
+            "quantum": cfg.quantum,
             "batch": self.batch,
+            "first_seq": self.first_seq,
+            "start_time": self.start_time,
+            "start_serial_bytes": self.start_serial_bytes,
             "ok": 0,
         }
 
     # -- listeners (on the exit path: keep them cheap) ------------------------------
 
-    def _on_exit(self, seq: int, vcpu: int, snapshot: tuple[int, ...]) -> None:
+    def on_exit(self, seq: int, vcpu: int, snapshot: tuple[int, ...]) -> None:
+        """The exit listener (`Machine.on_exit`)."""
         if self.closed:
             return
         self._snaps.append(snapshot)
@@ -149,25 +191,30 @@ class TraceWriter:
                 self.abort()
                 self.machine.pause()
 
-    def _on_serial(self, data: bytes) -> None:
+    def on_serial(self, data: bytes) -> None:
+        """The console listener (`Machine.on_serial`)."""
         if not self.closed:
-            self._serial.append((self.machine.time, bytes(data)))
+            self._serial.append((self.machine.now() - self.start_time, bytes(data)))
 
     def record_input(self, kind: str, data: bytes) -> None:
         """Note something that entered the machine from outside (e.g. kind "serial": bytes
         typed into the UART) at the current virtual time; call it when you feed it."""
         if not self.closed:
-            self._inputs.append((self.machine.time, kind, bytes(data)))
+            with self._inputs_lock:
+                self._inputs.append((self.machine.now() - self.start_time, kind, bytes(data)))
 
     # -- writing ----------------------------------------------------------------------
 
     def _flush(self, hi: int) -> None:
-        """Write exits [lo, hi) with their registers, and the console output so far."""
+        """Write exits [lo, hi) (the session's numbers) with their registers, and the
+        console output so far."""
         lo = self._lo
         n = hi - lo
         if len(self._snaps) < n:
             raise TraceError(f"the recorder missed exits: {len(self._snaps)} snapshots for exits {lo}..{hi - 1}")
         db = self._db
+        with self._inputs_lock:
+            inputs, self._inputs = self._inputs, []
         try:
             db.execute("BEGIN")
             if n > 0:
@@ -175,14 +222,15 @@ class TraceWriter:
             if self._serial:
                 db.executemany("INSERT INTO serial (time, data) VALUES (?, ?)", self._serial)
                 self._serial_bytes += sum(len(d) for _t, d in self._serial)
-            if self._inputs:
-                db.executemany("INSERT INTO inputs (time, kind, data) VALUES (?, ?, ?)", self._inputs)
+            if inputs:
+                db.executemany("INSERT INTO inputs (time, kind, data) VALUES (?, ?, ?)", inputs)
             db.execute("COMMIT")
         except sqlite3.Error as e:
+            with self._inputs_lock:
+                self._inputs[:0] = inputs
             raise TraceError(f"{self.path}: cannot write the trace: {e}") from None
         del self._snaps[:n]
         self._serial.clear()
-        self._inputs.clear()
         self._lo = hi
         self._next_flush = hi + self.batch
 
@@ -190,8 +238,11 @@ class TraceWriter:
         db = self._db
         log = self.machine.exits
         cols = [log.column(name)[lo:hi] for name in EXIT_COLUMNS]
+        if self.start_time:
+            cols[1] = array(cols[1].typecode, [t - self.start_time for t in cols[1]])
         signed = [to_signed(c) if c.typecode == "Q" else c for c in cols]
-        db.executemany(_INSERT_EXITS, zip(range(lo, hi), *signed))
+        base = self.first_seq
+        db.executemany(_INSERT_EXITS, zip(range(lo - base, hi - base), *signed))
         reasons = set(cols[2]) - self._reasons
         if reasons:
             db.executemany("INSERT OR IGNORE INTO reasons VALUES (?, ?)",
@@ -208,9 +259,11 @@ class TraceWriter:
             groups = {v: (lo + idx[0], lo + idx[-1], [snaps[i] for i in idx]) for v, idx in by_vcpu.items()}
         placeholders = ",".join("?" * (2 + len(self.registers)))
         for vcpu, (first, last, group) in sorted(groups.items()):
-            db.execute(f"INSERT INTO keyframes VALUES ({placeholders})", (first, vcpu, *map(s64, group[0])))
+            db.execute(f"INSERT INTO keyframes VALUES ({placeholders})",
+                       (first - base, vcpu, *map(s64, group[0])))
             changed, data = pack_deltas(group)
-            db.execute("INSERT INTO regs VALUES (?, ?, ?, ?, ?, ?)", (first, vcpu, last, len(group), changed, data))
+            db.execute("INSERT INTO regs VALUES (?, ?, ?, ?, ?, ?)",
+                       (first - base, vcpu, last - base, len(group), changed, data))
 
     def flush(self) -> None:
         """Commit every exit so far; call it while the machine is stopped (between runs)."""
@@ -229,11 +282,12 @@ class TraceWriter:
         meta: dict[str, Any] = {
             "ok": 1,
             "closed": _now(),
-            "exits": len(m.exits),
+            "exits": len(m.exits) - self.first_seq,
             "serial_bytes": self._serial_bytes,
-            "end_time": m.time,
+            "end_time": m.time - self.start_time,
             "vmm_log": json.dumps(m.hw.vmm_log),
         }
+        self._end_seq = len(m.exits)
         if stop is not None:
             meta.update(stop=stop.reason.value, stop_status=stop.status, stop_message=stop.message)
         if elapsed is not None:
@@ -253,13 +307,20 @@ class TraceWriter:
         """Stop recording after an error: keep what was committed, leave `ok` at 0."""
         if not self.closed:
             self.closed = True
+            self._end_seq = self._lo
             try:
                 self._db.close()
             except sqlite3.Error:
                 pass
 
+    @property
+    def exits(self) -> int:
+        """The exits recorded: so far, or up to the close (the machine may run on)."""
+        end = self._end_seq if self._end_seq is not None else len(self.machine.exits)
+        return end - self.first_seq
+
     def _summary(self) -> dict[str, Any]:
-        exits = len(self.machine.exits)
+        exits = self.exits
         size = os.path.getsize(self.path) if self.path.exists() else 0
         return {"path": str(self.path), "exits": exits, "bytes": size,
                 "bytes_per_exit": size / exits if exits else 0.0}

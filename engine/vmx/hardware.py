@@ -75,7 +75,16 @@ class VmxHardware(Hardware):
                 primary |= bit
         if controls.exits("cr3"):
             primary |= PrimaryProcBased.CR3_LOAD_EXITING | PrimaryProcBased.CR3_STORE_EXITING
+        if controls.exits("pause"):
+            primary |= PrimaryProcBased.PAUSE_EXITING
         self.primary = primary
+        # External interrupts exit and are acknowledged on exit, so the VM-exit
+        # interruption information names the vector (SDM "VM-Exit Controls").
+        pin = PinBased.EXTERNAL_INTERRUPT_EXITING if controls.exits("extint") else PinBased(0)
+        exit_controls = ExitControls.HOST_ADDRESS_SPACE_SIZE | ExitControls.SAVE_IA32_EFER | ExitControls.LOAD_IA32_EFER
+        if pin:
+            exit_controls |= ExitControls.ACK_INTERRUPT_ON_EXIT
+        self.pin = pin
         self.vmcs: list[Vmcs] = []
         for _ in range(vcpus):
             region = mem.alloc_frame()
@@ -85,11 +94,10 @@ class VmxHardware(Hardware):
             self.vmclear(vmcs)
             self.vmptrld(vmcs)
             setup = {
-                "PIN_BASED_VM_EXEC_CONTROL": 0,
+                "PIN_BASED_VM_EXEC_CONTROL": int(pin),
                 "CPU_BASED_VM_EXEC_CONTROL": int(primary),
                 "SECONDARY_VM_EXEC_CONTROL": int(SecondaryProcBased.ENABLE_EPT | SecondaryProcBased.UNRESTRICTED_GUEST),
-                "VM_EXIT_CONTROLS": int(ExitControls.HOST_ADDRESS_SPACE_SIZE | ExitControls.SAVE_IA32_EFER
-                                        | ExitControls.LOAD_IA32_EFER),
+                "VM_EXIT_CONTROLS": int(exit_controls),
                 "VM_ENTRY_CONTROLS": int(EntryControls.LOAD_IA32_EFER),
                 "EXCEPTION_BITMAP": sum(1 << v for v in controls.exceptions),
                 "IO_BITMAP_A": self.bitmaps.io_a,
@@ -168,11 +176,22 @@ class VmxHardware(Hardware):
         return False
 
     def instruction_exits(self, name: str) -> bool:
-        if name in ("cpuid", "hypercall", "shutdown"):
+        # INIT and SIPI exit unconditionally in VMX non-root operation (SDM "Other
+        # Causes of VM Exits"); the interrupt window is the VMM's to ask for.
+        if name in ("cpuid", "hypercall", "shutdown", "init", "sipi"):
             return True
+        if name == "extint":
+            return bool(self.pin & PinBased.EXTERNAL_INTERRUPT_EXITING)
+        if name == "intwin":
+            return self.controls.exits("intwin")
         bit = {"hlt": PrimaryProcBased.HLT_EXITING, "rdtsc": PrimaryProcBased.RDTSC_EXITING,
-               "invlpg": PrimaryProcBased.INVLPG_EXITING}[name]
+               "invlpg": PrimaryProcBased.INVLPG_EXITING, "pause": PrimaryProcBased.PAUSE_EXITING}[name]
         return bool(self.primary & bit)
+
+    def request_interrupt_window(self, vcpu: int, on: bool) -> None:
+        """The VMM sets (or clears) interrupt-window exiting while an interrupt waits."""
+        value = int(self.primary | PrimaryProcBased.INTERRUPT_WINDOW_EXITING) if on else int(self.primary)
+        self.vmcs[vcpu].write("CPU_BASED_VM_EXEC_CONTROL", value)
 
     def exception_exits(self, vector: int, error_code: int) -> bool:
         return bool(self.vmcs[0].read("EXCEPTION_BITMAP") >> vector & 1)
@@ -209,8 +228,19 @@ class VmxHardware(Hardware):
         # For #PF the exit qualification is the faulting linear address (SDM "Exit Qualification").
         return ExitCode(X.EXCEPTION_NMI, cr2 if vector == 14 else 0, info)
 
-    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool) -> None:
+    def event_exit(self, name: str, vector: int = 0) -> ExitCode:
+        if name == "extint":
+            info = X.interruption_info(vector=vector, type=X.InterruptionType.EXTERNAL_INTERRUPT,
+                                       error_code_valid=False)
+            return ExitCode(X.EXTERNAL_INTERRUPT, 0, info)
+        if name == "sipi":
+            return ExitCode(X.STARTUP_IPI, vector)  # the qualification is the SIPI vector
+        return ExitCode({"intwin": X.INTERRUPT_WINDOW, "init": X.INIT_SIGNAL, "pause": X.PAUSE_INSTRUCTION}[name])
+
+    def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool, external: bool = False) -> None:
         kind = X.InterruptionType.SOFTWARE_EXCEPTION if software else X.InterruptionType.HARDWARE_EXCEPTION
+        if external:
+            kind = X.InterruptionType.EXTERNAL_INTERRUPT
         vmcs = self.vmcs[vcpu]
         vmcs.write("VM_ENTRY_INTR_INFO_FIELD",
                    X.interruption_info(vector=vector, type=kind, error_code_valid=error_code is not None))
@@ -232,7 +262,7 @@ class VmxHardware(Hardware):
             _E["EXIT_QUALIFICATION"]: code.info1,
             _E["VM_EXIT_INSTRUCTION_LEN"]: length,
             _E["GUEST_PHYSICAL_ADDRESS"]: code.info2 if reason == X.EPT_VIOLATION else 0,
-            _E["VM_EXIT_INTR_INFO"]: code.info2 if reason == X.EXCEPTION_NMI else 0,
+            _E["VM_EXIT_INTR_INFO"]: code.info2 if reason in (X.EXCEPTION_NMI, X.EXTERNAL_INTERRUPT) else 0,
         })
         return fields
 
@@ -287,6 +317,10 @@ class VmxHardware(Hardware):
             return name, {"tsc": aux1}
         if reason == X.VMCALL:
             return name, {"function": aux1, "result": aux2}
+        if reason == X.EXTERNAL_INTERRUPT:
+            return name, X.decode_interruption_info(info2)
+        if reason == X.STARTUP_IPI:
+            return name, {"vector": info1}
         if reason == X.EXCEPTION_NMI:
             d = X.decode_interruption_info(info2)
             if d.get("error_code_valid"):

@@ -12,7 +12,7 @@ from typing import Any
 KNOWN: list[tuple[str, str]] = [
     ("A: unaligned MMIO access split into several exits (max-exits overrun)",
      r"^run: stopped for max-exits \d+ after \d+ exits$"),
-    ("B: the rest of the block runs after the exit that ended the run",
+    ("B: (--fast only) the rest of the block runs after the exit that ended the run",
      r"^run: \d+ exit\(s\) logged after the exit that ended the run"),
 ]
 
