@@ -250,6 +250,18 @@ def test_replay_verify_checks_a_mid_run_trace_from_launch(tmp_path):
     assert result.checked == len(session.machine.exits) - 2
 
 
+def test_replay_verify_refuses_a_mid_run_trace_clearly(tmp_path):
+    from engine.trace.format import TraceError
+    from engine.trace.verify import verify
+
+    session = Session.open(str(GUESTS / "hello.img"), MachineConfig())
+    path = tmp_path / "mid.vmtrace"
+    out = Console(record=True, width=200, file=io.StringIO())
+    assert run_script(session, ["next", "next", f"record {path}", "continue", "record off"], out) == 0
+    with pytest.raises(TraceError, match="recorded from exit 2 of a debugger session"):
+        verify(open_trace(path))
+
+
 # -- failures -----------------------------------------------------------------------------------
 
 def test_a_path_that_cannot_be_written_is_one_line_and_changes_nothing(tmp_path):

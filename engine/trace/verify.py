@@ -272,6 +272,10 @@ def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change:
     `timeout` bounds the re-run in seconds (default: 60 s or 20x the recorded
     run's time, whichever is longer).
     """
+    first = int(trace.meta.get("first_seq") or 0)
+    if first:
+        raise TraceError(f"{trace.path}: recorded from exit {first} of a debugger session; --verify re-runs "
+                         f"from launch and checks traces recorded from the first exit only")
     recorded_sha = str(trace.meta.get("image_sha256", ""))
     path = Path(image) if image is not None else Path(str(trace.meta.get("image_path", "")))
     if image is None and not path.is_file():
