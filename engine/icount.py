@@ -18,7 +18,8 @@ What the counter means after a stop (measured, Unicorn 2.1.4): the instruction
 in progress when the run stopped was counted but did not retire (a stop in a
 code hook lands before it, a stop in an IN / OUT hook lands after the
 instruction and the next one was counted, an exception leaves the faulting
-instruction un-retired), so the retired count is the counter minus one. The
+instruction un-retired; a stop from another thread or from emu_start's timeout
+lands the same way), so the retired count is the counter minus one. The
 exceptions: a run that stops because the next fetch is not permitted, or at its
 `until` address, never counted that instruction.
 """

@@ -197,6 +197,7 @@ class Machine:
         self._running: Vcpu | None = None
         self._pause_requested = False
         self._deadline: float | None = None
+        self._timeout: float | None = None
         self.exit_breaks: list[Callable[[ExitEvent], bool]] = []
         self._breakpoints: dict[int, list[int]] = {}
         for v in self.vcpus:
@@ -275,16 +276,16 @@ class Machine:
     def pause(self) -> None:
         """Stop a run in progress as soon as possible; safe from another thread.
 
-        A counted slice is stopped from its next exit, or ends by itself within
-        COUNTED_SLICE instructions (a stop from another thread would leave the
-        instruction count unknown); an uncounted one is stopped at once."""
+        The stop lands at the next exit, or, from this thread, at the next
+        instruction boundary Unicorn checks (where its counter has counted the
+        instruction that did not run, as after any other stop: engine.icount)."""
         with self._lock:
             if self._pending is None:
                 self._pending = Stop(StopReason.PAUSE, message="paused")
             self._pause_requested = True
             self._watch_exits = True
             running = self._running
-        if running is not None and not self._counting:
+        if running is not None:
             running.uc.emu_stop()
 
     def add_breakpoint(self, linear: int) -> None:
@@ -385,6 +386,7 @@ class Machine:
         self._watch_exits = (self._stop_on_exit or self._max_exits is not None or bool(self.exit_breaks)
                              or timeout is not None or self._pause_requested)
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._timeout = timeout
         try:
             stop = self._slices(counted, timeout, count)
             if stop.final:
@@ -501,8 +503,8 @@ class Machine:
         self._scanned_page = False
         self._stop_retired = None
         begin = v.uc.reg_read(X.UC_X86_REG_RIP)
-        slice_us = 0
-        if uncounted and self._deadline is not None:
+        slice_us = 0  # Unicorn's own timer also ends a slice whose instructions are slow
+        if self._deadline is not None:
             slice_us = max(1, int((self._deadline - time.monotonic()) * 1e6))
         try:
             v.uc.emu_start(begin, NEVER, timeout=slice_us, count=0 if uncounted else n)
@@ -743,7 +745,8 @@ class Machine:
         elif self.exit_breaks and any(match(self.exits[seq]) for match in self.exit_breaks):
             self._request_stop(v, Stop(StopReason.EXIT, exit_seq=seq), next_rip, retires)
         elif self._deadline is not None and not seq & 0xFFF and time.monotonic() >= self._deadline:
-            self._request_stop(v, Stop(StopReason.TIMEOUT, message="stopped at the timeout"), next_rip, retires)
+            self._request_stop(v, Stop(StopReason.TIMEOUT, message=f"stopped after {self._timeout} s"),
+                               next_rip, retires)
 
     def tsc(self) -> int:
         """Virtual time as the guest's time-stamp counter sees it."""
@@ -1386,17 +1389,21 @@ class Machine:
         mode = "real" if not cr0 & CR0_PE else "long" if efer & EFER_LMA else "protected"
         ss_base, _limit, ss_attrs = self._segment_info(v, snap[_I["ss"]], cr0)
 
+        user = 4 if (snap[_CS] & 3) == 3 else 0
+
+        # A table or stack the guest's paging does not map: the access the delivery
+        # makes page-faults (SDM "Page-Fault Exception (#PF)": P = 0, W/R, U/S).
         def read(linear: int, size: int) -> bytes:
             try:
                 return self._read_linear(v, linear, size, cr0)
             except EngineError as e:
-                raise DeliveryFailed(str(e)) from None
+                raise DeliveryFailed(str(e), Event(14, user, cr2=linear)) from None
 
         def write(linear: int, data: bytes) -> None:
             try:
                 self._write_linear(v, linear, data, cr0)
             except (EngineError, ValueError) as e:
-                raise DeliveryFailed(f"cannot push the frame: {e}") from None
+                raise DeliveryFailed(f"cannot push the frame: {e}", Event(14, 2 | user, cr2=linear)) from None
 
         deliver(v.uc, event, mode, read, write, ss_base, bool(ss_attrs & (1 << 14)),
                 partial(self._to_ring0, v, mode))
