@@ -23,6 +23,7 @@ ROUNDS = 3
 #: bimodal (a run, either side, takes 1x or ~2.5x, whether timed by the wall
 #: clock or by CPU time): more cheap rounds so both sides catch a fast one.
 SPEED_ROUNDS = 7
+COUNTED_SHARE = 10  # (c) runs a tenth of the loop: counting costs about 16x
 EXIT_TARGET = 250_000  # exits/s, with recording on (the project's target)
 SPEED_TARGET = 0.5  # x raw Unicorn
 RSS_TARGET_MB = 300
@@ -59,6 +60,8 @@ class Job:
     module: str | None = None
     inner_rounds: int | None = None  # trace: rounds inside the child
     rounds: int = ROUNDS
+    mode: str | None = None  # engine: exact (default) or fast
+    vcpus: int | None = None  # engine
 
     def argv(self) -> list[str]:
         args = [self.workload]
@@ -74,6 +77,10 @@ class Job:
             args += ["--module", self.module]
         if self.inner_rounds:
             args += ["--rounds", str(self.inner_rounds)]
+        if self.mode:
+            args += ["--mode", self.mode]
+        if self.vcpus:
+            args += ["--vcpus", str(self.vcpus)]
         return args
 
     def label(self) -> str:
@@ -87,8 +94,13 @@ def plan(sizes: dict[str, int]) -> list[tuple[str, list[Job]]]:
     it, n, rss = sizes["loop_iterations"], sizes["exits"], sizes["rss_exits"]
     return [
         ("guest speed", [
-            Job("loop/engine", "engine", "bench_loop.img", it, vendor="intel", rounds=SPEED_ROUNDS),
+            Job("loop/engine", "engine", "bench_loop.img", it, vendor="intel", mode="fast", rounds=SPEED_ROUNDS),
             Job("loop/raw", "raw", "bench_loop.img", it, hooks="stop", rounds=SPEED_ROUNDS),
+        ]),
+        ("deterministic mode", [
+            Job("det/engine/1", "engine", "bench_loop.img", it // COUNTED_SHARE, vendor="intel"),
+            Job("det/engine/4", "engine", "bench_loop.img", it // COUNTED_SHARE, vendor="intel", vcpus=4),
+            Job("det/raw", "raw", "bench_loop.img", it // COUNTED_SHARE, hooks="counted"),
         ]),
         ("exit throughput", [
             Job("out/engine/intel", "engine", "bench_out.img", n, vendor="intel"),
@@ -216,7 +228,7 @@ def rows(samples: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -> lis
     out.append(_guest_speed(samples, sizes))
     out += _exit_rows(samples, sizes, "out", "OUT to port 0x80", "raw Unicorn + 1 Python OUT hook")
     out += _exit_rows(samples, sizes, "cpuid", "CPUID leaf 0", "raw Unicorn + 1 Python CPUID hook")
-    out.append(Row("c", "deterministic multi-vCPU mode vs Unicorn's counted mode", text="not built yet (issue 3)"))
+    out += _deterministic_rows(samples, sizes)
     out.append(_first_frame(samples))
     out += _exit_log_rows(samples, sizes)
     out += _trace_rows(samples)
@@ -224,9 +236,36 @@ def rows(samples: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -> lis
     return out
 
 
+def _deterministic_rows(samples: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -> list[Row]:
+    """(c): the default, instruction-counting mode against Unicorn's own counted mode."""
+    insns = loop_instructions(sizes["loop_iterations"] // COUNTED_SHARE)
+    raw = best(samples["det/raw"])
+    raw_mips = None if raw is None else insns / raw["elapsed"] / 1e6
+    out = []
+    for vcpus in (1, 4):
+        row = Row("c", f"deterministic mode, {vcpus} vCPU{'s' if vcpus > 1 else ''} (quantum 10,000): "
+                       f"bench_loop.img, {insns:,} instructions", unit="MIPS")
+        eng = best(samples[f"det/engine/{vcpus}"])
+        if eng is None:
+            row.text = _problem(samples[f"det/engine/{vcpus}"])
+            out.append(row)
+            continue
+        row.value = insns / eng["elapsed"] / 1e6
+        if raw_mips is None:
+            row.compared.append({"name": "Unicorn's counted mode", "text": _problem(samples["det/raw"])})
+        else:
+            row.compared.append({"name": "Unicorn's counted mode (emu_start count=N)", "value": raw_mips,
+                                 "unit": "MIPS"})
+            row.ratio.append({"name": "vmmtui / counted Unicorn", "value": row.value / raw_mips})
+        row.note = ("virtual time exact after every stop; the APs wait for a SIPI that never comes, so the "
+                    "4-vCPU figure is the cost of the turns" if vcpus == 4 else "every instruction counted")
+        out.append(row)
+    return out
+
+
 def _guest_speed(samples: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -> Row:
     insns = loop_instructions(sizes["loop_iterations"])
-    row = Row("a", f"guest speed: bench_loop.img, {insns:,} instructions, fast mode", unit="MIPS",
+    row = Row("a", f"guest speed: bench_loop.img, {insns:,} instructions, --fast mode", unit="MIPS",
               target=f"≥ {SPEED_TARGET}x raw Unicorn")
     eng, raw = best(samples["loop/engine"]), best(samples["loop/raw"])
     if eng is None:

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=None,
                         help="loop count to patch in (default: as built); exit_log: exits in the log")
     parser.add_argument("--vendor", choices=("intel", "amd"), default=None, help="engine, idle")
-    parser.add_argument("--hooks", choices=("stop", "out", "cpuid"), default=None, help="raw")
+    parser.add_argument("--hooks", choices=("stop", "out", "cpuid", "counted"), default=None, help="raw")
+    parser.add_argument("--mode", choices=("exact", "fast"), default=None, help="engine: the run mode (default exact)")
+    parser.add_argument("--vcpus", type=int, default=None, help="engine: vCPUs (default 1)")
     parser.add_argument("--module", default=None, help="pyimport: the module to import (default textual)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="trace: alternating recording off / on runs inside trace_bench.measure()")
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["vendor"] = args.vendor
     if args.hooks is not None:
         kwargs["hooks"] = args.hooks
+    if args.mode is not None:
+        kwargs["mode"] = args.mode
+    if args.vcpus is not None:
+        kwargs["vcpus"] = args.vcpus
     if args.module is not None:
         kwargs["module"] = args.module
     if args.rounds is not None:

@@ -23,22 +23,24 @@ from .images import image_bytes, write_image
 REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi")
 
 
-def _engine_machine(image: str, count: int | None, vendor: str, tmp: Path) -> Any:
+def _engine_machine(image: str, count: int | None, vendor: str, tmp: Path, mode: str = "exact",
+                    vcpus: int = 1) -> Any:
     from engine import loader
     from engine.config import MachineConfig
     from engine.machine import Machine
 
-    machine = Machine(MachineConfig(vendor=vendor))
+    machine = Machine(MachineConfig(vendor=vendor, fast=mode == "fast", vcpus=vcpus))
     loader.load(machine, write_image(image, count, tmp))
     return machine
 
 
-def engine(image: str, count: int | None, vendor: str = "intel") -> dict[str, Any]:
-    """vmmtui: `machine.run()` with no exit budget and no breaks (the fast mode)."""
+def engine(image: str, count: int | None, vendor: str = "intel", mode: str = "exact", vcpus: int = 1) -> dict[str, Any]:
+    """vmmtui: `machine.run()` with no exit budget and no breaks, in the deterministic
+    (`exact`, counted: the default) or the `fast` mode, with `vcpus` vCPUs."""
     import time
 
     with tempfile.TemporaryDirectory(prefix="vmmtui-bench-") as tmp:
-        machine = _engine_machine(image, count, vendor, Path(tmp))
+        machine = _engine_machine(image, count, vendor, Path(tmp), mode, vcpus)
         start = time.perf_counter()
         stop = machine.run()
         elapsed = time.perf_counter() - start
