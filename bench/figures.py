@@ -257,8 +257,10 @@ def _deterministic_rows(samples: dict[str, list[dict[str, Any]]], sizes: dict[st
             row.compared.append({"name": "Unicorn's counted mode (emu_start count=N)", "value": raw_mips,
                                  "unit": "MIPS"})
             row.ratio.append({"name": "vmmtui / counted Unicorn", "value": row.value / raw_mips})
-        row.note = ("virtual time exact after every stop; the APs wait for a SIPI that never comes, so the "
-                    "4-vCPU figure is the cost of the turns" if vcpus == 4 else "every instruction counted")
+        row.note = ("the APs wait for a SIPI that never comes, so this is the cost of the turns" if vcpus == 4
+                    else "every instruction counted; virtual time exact after every stop")
+        if raw is not None and any(eng["regs"][r] != raw["regs"][r] for r in ("rbx", "rdx", "rsi", "rdi")):
+            row.note += "; WARNING: the hash registers differ from Unicorn's"
         out.append(row)
     return out
 
