@@ -243,8 +243,8 @@ def _deterministic_rows(samples: dict[str, list[dict[str, Any]]], sizes: dict[st
     raw_mips = None if raw is None else insns / raw["elapsed"] / 1e6
     out = []
     for vcpus in (1, 4):
-        row = Row("c", f"deterministic mode, {vcpus} vCPU{'s' if vcpus > 1 else ''} (quantum 10,000): "
-                       f"bench_loop.img, {insns:,} instructions", unit="MIPS")
+        who = "4 vCPUs (quantum 10,000)" if vcpus > 1 else "1 vCPU"
+        row = Row("c", f"deterministic mode, {who}: bench_loop.img, {insns:,} instructions", unit="MIPS")
         eng = best(samples[f"det/engine/{vcpus}"])
         if eng is None:
             row.text = _problem(samples[f"det/engine/{vcpus}"])

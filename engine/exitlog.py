@@ -57,10 +57,16 @@ class ExitLog:
     into the typed columns in batches, or whenever anything reads the log. One
     thread appends (the engine's); others may read at the same time (the UI while
     the guest runs): moving rows and completing a row's operands hold a lock.
+
+    Only `update_aux` changes a stored row; `aux_changes` tells a reader that keeps
+    something derived from the rows (the exit-log pane's index of encodings) which
+    rows it changed, so that the reader reads those again instead of everything.
     """
 
     COLUMNS = ("vcpu", "time", "reason", "rip", "length", "info1", "info2", "aux1", "aux2")
     _BATCH = 4096
+    #: `aux_changes` names changed rows by blocks of this many seqs.
+    AUX_BLOCK = 4096
 
     def __init__(self, decoder: Decoder) -> None:
         self._decode = decoder
@@ -74,6 +80,8 @@ class ExitLog:
         self._flushed = 0  # rows in the columns
         self._count = 0  # rows in all
         self._lock = threading.Lock()
+        self._aux_version = 0  # how many times update_aux changed a row already in the columns
+        self._aux_blocks: dict[int, int] = {}  # seq // AUX_BLOCK -> _aux_version after its last change
 
     def append(self, vcpu: int, time: int, reason: int, rip: int, length: int,
                info1: int, info2: int, aux1: int = 0, aux2: int = 0) -> int:
@@ -126,6 +134,22 @@ class ExitLog:
                 self._cols["aux1"][seq] = aux1 & _U64
             if aux2 is not None:
                 self._cols["aux2"][seq] = aux2 & _U64
+            # Rows still pending were never visible to a reader; these were.
+            self._aux_version += 1
+            self._aux_blocks[seq // self.AUX_BLOCK] = self._aux_version
+
+    def aux_changes(self, since: int = 0) -> tuple[int, list[range]]:
+        """(a version, the seqs whose aux1 / aux2 may have changed after version `since`).
+
+        The seqs come as ranges of whole `AUX_BLOCK` blocks (clipped to the log).
+        Ask before reading the rows, and pass the version back next time: a change
+        made while the rows are read is then reported again, never lost.
+        """
+        with self._lock:
+            version = self._aux_version
+            blocks = sorted(b for b, v in self._aux_blocks.items() if v > since)
+        n = self._count
+        return version, [range(b * self.AUX_BLOCK, min(n, (b + 1) * self.AUX_BLOCK)) for b in blocks]
 
     def __len__(self) -> int:
         return self._count

@@ -32,7 +32,8 @@ from engine.trace.reader import Trace
 
 from .commands import COMMANDS, PANES, CommandError, CommandTable, Outcome
 from .views.console import console_view
-from .views.exit_log import ExitRows, FilterPlan, exit_row_text
+from .views.exit_log import ExitRows, exit_row_text
+from .views.exit_select import FilterPlan
 from .views.registers import CHANGED, CR0_BITS, CR4_BITS, GPRS, RFLAGS_BITS, bits
 from .widgets.pane import Pane
 

@@ -11,46 +11,22 @@ Rows
     serial-polling loop of a million exits decodes a handful of times. Rows whose
     encodings are all distinct (RDTSC values, EPT addresses) cost one decode each.
 
-Filters (`FilterPlan.compile(text)`)
-    The text is an `engine.exitfilter` filter ("io port=0x3f8 dir=out",
-    "msr index=0x174 write", "vcpu=1", ...) when it parses; otherwise a
-    case-insensitive substring of the row's text (`ExitRows.text`: the row's cells
-    joined by single spaces, so it does not depend on column widths). A plan runs
-    in stages, each only over what the previous one kept:
-
-    1. the filter's kind and any `reason=` condition become a set of reason
-       numbers, decided once per *distinct* reason from its name (never per row),
-       and matched against the `reason` column;
-    2. `vcpu=`, `rip=` and `seq=` conditions read their columns (no decoding);
-    3. what is left (flags such as `write`, `cr 3`, qualification values such as
-       `port=`) decodes each remaining row once per distinct encoding;
-    4. a substring formats each remaining row.
-
-    Measured here with Python 3.11 on a shared 2-CPU machine (bench/exit_log_view.py
-    prints current figures): stages 1-2 cost ~50-90 ns a row (a million rows:
-    50-90 ms); stage 3 ~0.4-0.7 us a row when encodings repeat (a serial loop),
-    ~4-5 us when every row differs (CPUID leaves, RDTSC values); stage 4 ~1.2-1.7 us
-    a row when encodings repeat, ~6.5 us when not. The pane runs any plan it
-    estimates (pessimistically, from the row count) above ~50 ms in a thread worker.
+Filters: `vmmtui.views.exit_select` (`FilterPlan.compile(text)`), re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import operator
-from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import reduce
-from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.exitfilter import Condition, ExitFilter, FilterError, parse
 from engine.exitlog import ExitEvent, ExitLog
+
+from .exit_select import EncodingIndex, FilterPlan, _Memo, last_matching
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -239,22 +215,6 @@ HEADERS = ("seq", "vcpu", "time", "reason", "name", "rip", "len", "qualification
 _TEXT = "{0} {1} {2} {3[0]} {4:#x} {5} {3[1]}"
 
 
-class _Memo(dict):
-    """A dict that computes missing values with `fn` and forgets everything past `limit`."""
-
-    def __init__(self, fn: Callable[[Any], Any], limit: int = 65536) -> None:
-        super().__init__()
-        self.fn = fn
-        self.limit = limit
-
-    def __missing__(self, key: Any) -> Any:
-        value = self.fn(key)
-        if len(self) >= self.limit:
-            self.clear()
-        self[key] = value
-        return value
-
-
 @dataclass(frozen=True, slots=True)
 class RowCells:
     """One exit's display cells (all text), and its colour group."""
@@ -283,10 +243,12 @@ class ExitRows:
     one instance is not meant to be shared between threads.
     """
 
-    def __init__(self, log: ExitLog, decode: Decoder, vendor: str) -> None:
+    def __init__(self, log: ExitLog, decode: Decoder, vendor: str, index: EncodingIndex | None = None) -> None:
         self.log = log
         self.decode = decode
         self.vendor = vendor
+        #: the log's encoding codes; may be shared with other threads (it locks itself)
+        self.index = index if index is not None else EncodingIndex(log)
         self._encoded = _Memo(self._describe)  # (reason, info1, info2, aux1, aux2) -> cells
         self._searchable = _Memo(self._search_parts)  # the same key -> lower-cased text parts
         self._names = _Memo(lambda r: decode(r, 0, 0, 0, 0)[0], limit=1 << 20)
@@ -361,180 +323,7 @@ def complete_rows(log: ExitLog) -> int:
     return min(len(log.reason), len(log.aux2))
 
 
-# -- filtering -----------------------------------------------------------------------
-
-_COLUMN_KEYS = ("vcpu", "rip")  # conditions read straight from a column
-_ROW_NS = 60  # per row and per column test (stages 1-2)
-_DECODE_NS = 1500  # per row left for stage 3 (~0.5 us with repeating encodings, ~5 us without)
-_TEXT_NS = 2500  # per row left for stage 4 (~1.5 us with repeating encodings, ~6.5 us without)
-
-
-@dataclass(frozen=True)
-class FilterPlan:
-    """A compiled exit-log filter; `select` runs it over a range of seqs.
-
-    `parsed` is the engine filter when the text parses; otherwise `needle` is the
-    lower-cased substring and `error` says why the text is not a filter.
-    """
-
-    text: str
-    parsed: ExitFilter | None = None
-    needle: str | None = None
-    error: str | None = None
-    #: the kind part of the filter (for deciding per distinct reason), or None
-    kind_filter: ExitFilter | None = None
-    reason_conditions: tuple[Condition, ...] = ()
-    seq_conditions: tuple[Condition, ...] = ()
-    column_conditions: tuple[Condition, ...] = ()
-    #: what needs decoding: the filter without its column conditions, or None
-    residual: ExitFilter | None = None
-
-    @classmethod
-    def compile(cls, text: str) -> FilterPlan | None:
-        """The plan for `text`; None for an empty text (every exit)."""
-        text = text.strip()
-        if not text:
-            return None
-        try:
-            f = parse(text)
-        except FilterError as e:
-            return cls(text, needle=text.lower(), error=str(e))
-        by_key: dict[str, list[Condition]] = {"reason": [], "seq": [], "column": [], "rest": []}
-        for c in f.conditions:
-            if c.key == "reason" or c.key == "seq":
-                by_key[c.key].append(c)
-            elif c.key in _COLUMN_KEYS:
-                by_key["column"].append(c)
-            else:
-                by_key["rest"].append(c)
-        kind_filter = ExitFilter(f.text, kind=f.kind) if f.kind is not None else None
-        residual = None
-        if f.cr is not None or f.flags or by_key["rest"]:
-            residual = dataclasses.replace(f, conditions=tuple(by_key["rest"]))
-        return cls(text, parsed=f, kind_filter=kind_filter, reason_conditions=tuple(by_key["reason"]),
-                   seq_conditions=tuple(by_key["seq"]), column_conditions=tuple(by_key["column"]),
-                   residual=residual)
-
-    @property
-    def decodes(self) -> bool:
-        """Whether the plan decodes or formats rows (stage 3 or 4)."""
-        return self.residual is not None or self.needle is not None
-
-    def estimate_ns(self, rows: int) -> float:
-        """A pessimistic estimate of `select` over `rows` rows, in nanoseconds."""
-        tests = (self.kind_filter is not None or bool(self.reason_conditions)) + len(self.column_conditions)
-        per_row = _ROW_NS * tests
-        if self.residual is not None:
-            per_row += _DECODE_NS
-        if self.needle is not None:
-            per_row += _TEXT_NS
-        return rows * per_row
-
-    # -- running --------------------------------------------------------------------
-
-    def _reason_ok(self, reason: int, name: str) -> bool:
-        if self.kind_filter is not None:
-            probe = ExitEvent(0, 0, 0, reason, name, 0, 0, 0, 0, {})
-            if not self.kind_filter.matches(probe):
-                return False
-        return all(c.holds(reason) for c in self.reason_conditions)
-
-    def _seq_range(self, lo: int, hi: int) -> tuple[int, int] | None:
-        """[lo, hi) narrowed by the seq conditions, or None when they need a per-row test."""
-        for c in self.seq_conditions:
-            if c.hi is None:
-                if not isinstance(c.lo, int):
-                    return (lo, lo)
-                lo, hi = max(lo, c.lo), min(hi, c.lo + 1)
-            else:
-                lo, hi = max(lo, c.lo), min(hi, c.hi)
-        return (lo, max(lo, hi))
-
-    def select(self, rows: ExitRows, lo: int, hi: int, *, chunk: int = 65536,
-               cancelled: Callable[[], bool] = lambda: False,
-               progress: Callable[[int], None] | None = None) -> array | None:
-        """The seqs in [lo, hi) that pass, as array('Q'); None if `cancelled()` became true.
-
-        Works chunk by chunk, asking `cancelled()` and calling `progress(done_rows)`
-        between chunks (for a thread worker).
-        """
-        out = array("Q")
-        log = rows.log
-        lo, hi = self._seq_range(lo, hi) or (lo, hi)
-        allowed: set[int] | None = None
-        if self.kind_filter is not None or self.reason_conditions:
-            allowed = set()
-        memo = None
-        if self.residual is not None:
-            residual = self.residual
-            decode = rows.decode
-
-            def passes(key: tuple[int, int, int, int, int]) -> bool:
-                name, q = decode(*key)
-                return residual.matches(ExitEvent(0, 0, 0, key[0], name, 0, 0, key[1], key[2], q))
-            memo = _Memo(passes)
-        needle = self.needle
-        decided: set[int] = set()
-        start = lo
-        while start < hi:
-            if cancelled():
-                return None
-            end = min(hi, start + chunk)
-            reasons_col = log.reason[start:end]
-            if allowed is not None:
-                for r in set(reasons_col) - decided:  # each distinct reason is decided once
-                    decided.add(r)
-                    if self._reason_ok(r, rows.name_of(r)):
-                        allowed.add(r)
-            masks: list[Iterable[Any]] = []
-            if allowed is not None:
-                masks.append(map(allowed.__contains__, reasons_col))
-            for c in self.column_conditions:
-                column = getattr(log, c.key)[start:end]
-                if c.hi is None and isinstance(c.lo, int):
-                    masks.append(map(c.lo.__eq__, column))
-                else:
-                    masks.append(map(c.holds, column))
-            seqs: Iterable[int] = range(start, end)
-            if masks:
-                seqs = compress(seqs, masks[0] if len(masks) == 1 else reduce(_and, masks))
-            if memo is not None:
-                kept = list(seqs)
-                keys = zip(map(log.reason.__getitem__, kept), map(log.info1.__getitem__, kept),
-                           map(log.info2.__getitem__, kept), map(log.aux1.__getitem__, kept),
-                           map(log.aux2.__getitem__, kept))
-                seqs = compress(kept, map(memo.__getitem__, keys))
-            if needle is not None:
-                if not isinstance(seqs, range):
-                    seqs = list(seqs)
-                seqs = compress(seqs, map(operator.contains, rows.search_texts(seqs), repeat(needle)))
-            out.extend(seqs)
-            if progress is not None:
-                progress(end - lo)
-            start = end
-        return out
-
-    def describe(self) -> str:
-        """How the pane says what it filters by."""
-        if self.needle is not None:
-            return f"text: {self.text}"
-        return f"filter: {self.text}"
-
-
-def _and(a: Iterable[Any], b: Iterable[Any]) -> Iterable[Any]:
-    return map(operator.and_, a, b)
-
-
-def last_matching(plan: FilterPlan | None, rows: ExitRows, count: int, last: int) -> tuple[list[int], int]:
-    """(the last `last` seqs below `count` that pass `plan`, how many pass in all)."""
-    if plan is None:
-        return list(range(max(0, count - last), count)), count
-    seqs = plan.select(rows, 0, count)
-    assert seqs is not None
-    return list(seqs[max(0, len(seqs) - last):]), len(seqs)
-
-
-# -- renderables for --script and the detail pane ------------------------------------
+# -- the encoding index --------------------------------------------------------------
 
 def exits_table(session: Session, last: int = 20, filter_text: str = "") -> Table:
     """The last `last` exits that pass `filter_text`, as the exit-log pane shows them."""

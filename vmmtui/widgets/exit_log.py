@@ -6,9 +6,16 @@ columnar `ExitLog`, and keeps rendered rows in an LRU cache of strips. There is
 no widget per row and no decoding of rows that are not on screen, so the pane
 opens, scrolls and follows a run of a million exits as fast as one of a hundred.
 
-Rows and filtering come from `vmmtui.views.exit_log` (shared with `--script`);
+Rows come from `vmmtui.views.exit_log` and filtering from `vmmtui.views.exit_select` (shared with `--script`);
 see that module for what a filter decodes and what it costs. A filter estimated
 above ~50 ms runs in a thread worker while the title says "filtering…".
+
+Once no rows have arrived for `INDEX_DELAY` seconds (a stop, or a trace opened),
+another thread worker codes the encodings of the new rows (`EncodingIndex.extend`,
+~0.2 us a row, in blocks that hold the GIL a few ms each), so that filters read
+one small code per row. It never runs while exits keep arriving (it would take
+time from the guest), and a filter never waits for it: rows not coded yet are
+decided from their columns, only more slowly (bench/exit_log_view.py, "cold").
 
 Layout: line 0 is the fixed header; row r of the (filtered) list is line r + 1
 of the virtual canvas, so `virtual_size` is (row width, rows shown + 1).
@@ -37,7 +44,8 @@ from textual.strip import Strip
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ..session import Session
-from ..views.exit_log import HEADERS, KINDS, ExitRows, FilterPlan, complete_rows, reason_text
+from ..views.exit_log import HEADERS, KINDS, ExitRows, complete_rows, reason_text
+from ..views.exit_select import EncodingIndex, FilterPlan
 
 #: Filters estimated above this run in a thread worker.
 SYNC_LIMIT_NS = 50_000_000
@@ -45,6 +53,9 @@ SYNC_LIMIT_NS = 50_000_000
 #: still drawn when the pane is wider).
 QUALIFICATION_WIDTH = 60
 _FILTER_GROUP = "exit-log-filter"
+_INDEX_GROUP = "exit-log-index"
+#: Seconds without new rows before the pane codes the rows' encodings.
+INDEX_DELAY = 1.0
 
 # Row states in the strip cache key (bit 2 = new since the last stop).
 _PLAIN, _CURSOR, _CURSOR_BLURRED, _SELECTED, _NEW = 0, 1, 2, 3, 4
@@ -128,7 +139,11 @@ class ExitLogView(ScrollView, can_focus=True):
         self._log = machine.exits
         self._decode = machine.hw.decode
         self._vendor = machine.vendor
-        self._rows = ExitRows(self._log, self._decode, self._vendor)
+        #: codes of the rows' encodings, shared by the pane and its workers (it locks itself)
+        self._encodings = EncodingIndex(self._log)
+        self._indexing = False  # an index worker runs
+        self._index_timer = None
+        self._rows = ExitRows(self._log, self._decode, self._vendor, self._encodings)
         #: In follow mode a cursor on the last row stays on the last row as exits arrive.
         self.follow = follow
         self._ready = False  # mounted: rows can be picked up and workers started
@@ -254,6 +269,7 @@ class ExitLogView(ScrollView, can_focus=True):
             for state in range(8):
                 self._cache.discard((seq, state))
         self._total = n
+        self._schedule_index()
         if self._plan is None:
             self._rows_changed(was_at_end, None, fresh=False)
         elif not self._filtering:
@@ -313,7 +329,8 @@ class ExitLogView(ScrollView, can_focus=True):
     @work(thread=True, exclusive=True, group=_FILTER_GROUP, exit_on_error=False, description="filter the exit log")
     def _filter_worker(self, plan: FilterPlan, gen: int, lo: int, hi: int) -> None:
         worker = get_current_worker()
-        rows = ExitRows(self._log, self._decode, self._vendor)  # its own memo: not shared across threads
+        # its own memos (not shared across threads); the index is shared
+        rows = ExitRows(self._log, self._decode, self._vendor, self._encodings)
 
         def progress(done: int) -> None:
             self._filter_done_rows = done
@@ -325,7 +342,33 @@ class ExitLogView(ScrollView, can_focus=True):
             except RuntimeError:  # the app closed meanwhile
                 pass
 
+    def _schedule_index(self) -> None:
+        """Code the rows' encodings once no rows have arrived for INDEX_DELAY seconds."""
+        if self._index_timer is not None:
+            self._index_timer.stop()
+        self._index_timer = self.set_timer(INDEX_DELAY, self._index_rows)
+
+    def _index_rows(self) -> None:
+        """Code the encodings of the rows picked up so far, in a thread worker (one at a time)."""
+        self._index_timer = None
+        if self._indexing or not self.is_mounted or self._encodings.coded >= self._total:
+            return
+        self._indexing = True
+        self._index_worker()
+
+    @work(thread=True, group=_INDEX_GROUP, exit_on_error=False, description="index the exit log")
+    def _index_worker(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled and self._encodings.coded < self._total:
+            self._encodings.extend(self._total, cancelled=lambda: worker.is_cancelled)
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == _INDEX_GROUP and event.state in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                                  WorkerState.CANCELLED):
+            self._indexing = False
+            if event.state == WorkerState.SUCCESS and self._encodings.coded < self._total:
+                self._schedule_index()  # rows that arrived meanwhile
+            return
         if event.worker.group == _FILTER_GROUP and event.state == WorkerState.ERROR:
             self._stop_filtering()
             self.filter_error = f"{type(event.worker.error).__name__}: {event.worker.error}"
