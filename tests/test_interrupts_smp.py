@@ -62,9 +62,11 @@ def _check_stepping(image, straight):
     assert steps + 1 == straight.sched.retired[0] + delivered
 
 
-@pytest.mark.xfail(strict=True, reason="open (also before issue 3's scheduler): run_to_exit through "
-                                       "exceptions.img's protected-mode #PF test reports CR2 0xFFFFFFFE instead of "
-                                       "0x40000ABC, and the run then never ends")
+@pytest.mark.xfail(strict=True, reason="open (also before issue 3's scheduler): stopped on the MOV to CR0 that "
+                                       "turns paging on, the resumed run takes the #PF that follows with the right "
+                                       "CR2, but CR2 reads 0xFFFFFFFE in the handler (something inside Unicorn "
+                                       "faults at -2 unseen; flushing its TBs does not help); the guest then "
+                                       "prints other digits, and the run never ends")
 def test_exceptions_guest_exit_by_exit():
     straight = _machine(GUESTS / "exceptions.img")
     straight.run(timeout=60)
