@@ -42,6 +42,20 @@ def test_record_then_verify_is_identical(capsys, tmp_path, guest, vendor):
     assert out.startswith(f"identical: {n:,} exits match the trace")
 
 
+@pytest.mark.parametrize("vendor", ["intel", "amd"])
+def test_record_then_verify_four_vcpus_with_their_quantum(capsys, tmp_path, vendor):
+    path = tmp_path / "smp.vmtrace"
+    code, _out, _err = _cli(capsys, "record", GUESTS / "smp.img", "-o", path, "--vendor", vendor,
+                            "--vcpus", "4", "--quantum", "700")
+    assert code == 0
+    trace = open_trace(path)
+    assert (trace.config().vcpus, trace.config().quantum) == (4, 700)
+    assert set(trace.exits.vcpu) == {0, 1, 2, 3}
+    code, out, err = _cli(capsys, "replay", "--verify", path)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"identical: {len(trace):,} exits match the trace")
+
+
 # -- a guest changed by one instruction --------------------------------------------------------
 
 # mov dx,0x3f8; mov al,'A'; out dx,al; mov al,'B'; out dx,al; mov al,0; out 0xf4,al; cli; hlt
@@ -199,3 +213,20 @@ def test_an_input_before_an_exit_right_after_the_stop_is_fed_before_it(tmp_path)
     assert trace.inputs() == [(2, "serial", b"A")]
     result = verify(trace)
     assert result.identical, result.report()
+
+
+def test_the_trace_holds_the_schedule(tmp_path):
+    machine = Machine(MachineConfig(vcpus=4, quantum=700))
+    path = tmp_path / "smp.vmtrace"
+    writer = TraceWriter(path, machine, load(machine, GUESTS / "smp.img"), force=True)
+    stop = machine.run(timeout=60)
+    writer.close(stop, 0.1)
+    rows = open_trace(path).schedule()
+    assert [(v, a, b, why) for v, a, b, _, _, why in rows] == \
+        [(s.vcpu, s.start, s.end, s.why) for s in machine.sched.slices]
+    # Each slice names the first and last of its vCPU's exits inside it.
+    e = machine.exits
+    for v, a, b, first, last, _ in rows:
+        mine = [seq for seq in range(len(e)) if e.vcpu[seq] == v and a <= e.time[seq] <= b]
+        assert (first, last) == ((mine[0], mine[-1]) if mine else (None, None))
+    assert any(first is not None for v, _, _, first, _, _ in rows if v != 0)  # the APs' INIT / SIPI / HLT

@@ -14,7 +14,7 @@ One table per kind of record, each with a sorted `seq` or `time` column
                exits, XOR-packed and compressed (`pack_deltas` / `unpack_deltas`);
 - `serial`     what the guest wrote to the console, with the virtual time;
 - `inputs`     what entered the machine from outside (serial input), with the time;
-- `schedule`   vCPU time slices (empty until the engine has a scheduler);
+- `schedule`   the vCPUs' turns on the host thread, in virtual time, with their exits;
 - views        `exit_names`, `exit_counts`, `serial_text` for the sqlite3 shell.
 
 `FORMAT_VERSION` changes only when an older reader could misread a newer file;
@@ -113,7 +113,8 @@ CREATE TABLE schedule (
     start     INTEGER NOT NULL,
     end       INTEGER NOT NULL,
     first_seq INTEGER,
-    last_seq  INTEGER
+    last_seq  INTEGER,
+    why       TEXT
 );
 CREATE VIEW exit_names AS
     SELECT e.seq, e.vcpu, e.time, e.reason, r.name, printf('%#x', e.rip) AS rip, e.length,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..config import MachineConfig
+from ..config import DEFAULT_QUANTUM, MachineConfig
 from ..exitlog import ExitEvent
 from .format import (
     BATCH, EXIT_COLUMNS, FORMAT_NAME, FORMAT_VERSION, TraceError, to_unsigned, u64, unpack_deltas,
@@ -35,7 +35,7 @@ _TYPECODES = {"vcpu": "H", "length": "B"}
 #: The types of the meta values the reader uses (others are only shown).
 _META_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("vcpus", "mem_size", "page_size", "time_per_exit", "batch", "ok", "exits", "end_time",
-                     "serial_bytes", "image_size", "image_entry"), (int,)),
+                     "serial_bytes", "image_size", "image_entry", "quantum", "fast"), (int,)),
     "stop_status": (int, type(None)),
     "elapsed_s": (int, float),
     **dict.fromkeys(("vendor", "image_path", "image_sha256", "stop", "stop_message", "structure", "created",
@@ -295,7 +295,9 @@ class Trace:
         with self._guard("read the configuration"):
             exits = json.loads(self.meta.get("exit_options") or "[]")
             return MachineConfig(vendor=self.vendor, mem_size=int(self.meta["mem_size"]), vcpus=self.vcpus,
-                                 page_size=int(self.meta["page_size"]), exits=[str(e) for e in exits])
+                                 page_size=int(self.meta["page_size"]), exits=[str(e) for e in exits],
+                                 quantum=int(self.meta.get("quantum") or DEFAULT_QUANTUM),
+                                 fast=bool(int(self.meta.get("fast") or 0)))
 
     def json_meta(self, key: str, default: Any = None) -> Any:
         """A meta value stored as JSON (controls, registers, vmm_log, ...)."""
@@ -443,10 +445,14 @@ class Trace:
         with self._guard("read the inputs"):
             return [(t, k, bytes(d)) for t, k, d in self._db.execute("SELECT time, kind, data FROM inputs ORDER BY id")]
 
-    def schedule(self) -> list[tuple[int, int, int, int | None, int | None]]:
-        """(vcpu, start, end, first_seq, last_seq) slices (empty until the engine schedules)."""
+    def schedule(self) -> list[tuple[int, int, int, int | None, int | None, str | None]]:
+        """(vcpu, start, end, first_seq, last_seq, why) slices; empty in traces written
+        before the scheduler, whose table has no `why` (read as None)."""
         with self._guard("read the schedule"):
-            return list(self._db.execute("SELECT vcpu, start, end, first_seq, last_seq FROM schedule ORDER BY start"))
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(schedule)")}
+            why = "why" if "why" in columns else "NULL"
+            return list(self._db.execute(f"SELECT vcpu, start, end, first_seq, last_seq, {why} FROM schedule "
+                                         "ORDER BY start, id"))
 
     def describe(self) -> str:
         """One line: what the trace holds."""

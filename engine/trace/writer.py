@@ -25,6 +25,8 @@ reach the first recorded exit.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 import json
 import os
 import platform
@@ -167,6 +169,7 @@ class TraceWriter:
             "registers": json.dumps(list(self.registers)),
             "time_per_exit": 0,  # exits take no virtual time (README, "Virtual time")
             "quantum": cfg.quantum,
+            "fast": int(cfg.fast),
             "batch": self.batch,
             "first_seq": self.first_seq,
             "start_time": self.start_time,
@@ -270,6 +273,23 @@ class TraceWriter:
         if not self.closed:
             self._flush(len(self.machine.exits))
 
+    def _schedule_rows(self) -> list[tuple[int, int, int, int | None, int | None, str]]:
+        """The scheduler's slices since recording started, each with the first and last
+        of its vCPU's exits inside it (times and seqs as the trace counts them)."""
+        m = self.machine
+        times, vcpus = m.exits.time, m.exits.vcpu
+        rows = []
+        for s in m.sched.slices:
+            if s.end < self.start_time or (s.end == s.start and s.why == "running"):
+                continue
+            lo = max(bisect_left(times, s.start), self.first_seq)
+            hi = bisect_right(times, s.end)
+            mine = [seq for seq in range(lo, hi) if vcpus[seq] == s.vcpu]
+            first, last = (mine[0] - self.first_seq, mine[-1] - self.first_seq) if mine else (None, None)
+            rows.append((s.vcpu, max(s.start, self.start_time) - self.start_time, s.end - self.start_time,
+                         first, last, s.why))
+        return rows
+
     def close(self, stop: Stop | None = None, elapsed: float | None = None) -> dict[str, Any]:
         """Write the rest, record how the run stopped, set `ok`; returns a summary
         (exits, bytes, bytes_per_exit, path)."""
@@ -295,6 +315,8 @@ class TraceWriter:
         self.closed = True
         try:
             self._db.execute("BEGIN")
+            self._db.executemany("INSERT INTO schedule (vcpu, start, end, first_seq, last_seq, why) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", self._schedule_rows())
             self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
             self._db.execute("COMMIT")
             self._db.execute("PRAGMA journal_mode=DELETE")  # one self-contained file again
