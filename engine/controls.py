@@ -5,7 +5,8 @@ VMM would show (DESIGN.md, "Controls"): all port I/O, every RDMSR and WRMSR,
 CPUID, HLT, INVLPG, CR3 loads and stores, CR0 and CR4 writes, RDTSC, VMCALL /
 VMMCALL, and triple fault / shutdown; external interrupts (`extint`), the
 interrupt window when the VMM has an interrupt the guest cannot take yet
-(`intwin`) and INIT (`init`); not PAUSE (`pause`) and no exception exits. Each
+(`intwin`) and INIT (`init`); not PAUSE (`pause`), not the VMX-preemption timer
+(`preempt`, VT-x only) and no exception exits. Each
 exception vector has its own control, named by its mnemonic (`ud`, `gp`, `pf`, ...).
 
 Some exits are unconditional on VT-x (CPUID, VMCALL, triple fault: SDM Vol. 3
@@ -21,10 +22,12 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 
 INSTRUCTION_CONTROLS = ("io", "msr", "cpuid", "hlt", "invlpg", "rdtsc", "cr0", "cr3", "cr4", "hypercall",
-                        "pause", "extint", "intwin", "init")
+                        "pause", "extint", "intwin", "init", "preempt")
 #: Controls off unless asked for: PAUSE exiting is for spin-loop detection, which
 #: a teaching VMM shows on demand.
-OFF_BY_DEFAULT = frozenset({"pause"})
+OFF_BY_DEFAULT = frozenset({"pause", "preempt"})
+#: Controls one vendor does not have.
+INTEL_ONLY = frozenset({"preempt"})  # the VMX-preemption timer (SVM has none)
 EXCEPTION_VECTORS = {
     "de": 0, "db": 1, "bp": 3, "of": 4, "br": 5, "ud": 6, "nm": 7, "df": 8, "ts": 10,
     "np": 11, "ss": 12, "gp": 13, "pf": 14, "mf": 16, "ac": 17, "mc": 18, "xm": 19,
@@ -50,6 +53,8 @@ class Controls:
         if name in self.instructions:
             if not on and vendor == "intel" and name in UNCONDITIONAL_ON_INTEL:
                 raise ConfigError(f"--exit {name}=off: {name} exits unconditionally under VT-x")
+            if on and vendor != "intel" and name in INTEL_ONLY:
+                raise ConfigError(f"--exit {name}=on: AMD-V has no {name} control (VT-x only)")
             self.instructions[name] = on
         elif name in EXCEPTION_VECTORS:
             (self.exceptions.add if on else self.exceptions.discard)(EXCEPTION_VECTORS[name])

@@ -166,6 +166,8 @@ class Machine:
         self._window = [False] * config.vcpus  # interrupt-window exiting requested
         self._announced = [False] * config.vcpus  # the pending interrupt's exit was taken
         self._woken = [False] * config.vcpus  # woken from HLT: the VMM already has control
+        self._preempt = self.hw.instruction_exits("preempt")
+        self._entry_retired = [0] * config.vcpus  # instructions retired at each vCPU's last VM entry
         self.vmm = Vmm(config.vendor, config.vcpus, self.ports, self.mmio, self.mem.read, self._console)
         self.msrs = [MsrFile(v.index, v.read_msr, v.uc.msr_write, self.tsc) for v in self.vcpus]
         # Run state.
@@ -228,6 +230,9 @@ class Machine:
         wait for a start-up IPI in the state INIT leaves (real mode, F000:FFF0)."""
         for v in self.vcpus[1:]:
             v.reset_to_real_mode(0xF000, 0xFFF0, self._reset_frame())
+        if self._preempt:
+            for v in self.vcpus:
+                self.hw.arm_preemption_timer(v.index, self.config.quantum)  # type: ignore[attr-defined]
         for v in self.vcpus:
             snap = v.snapshot()
             self.hw.launch(v.index, self._guest_state(v, snap))  # type: ignore[attr-defined]
@@ -454,15 +459,17 @@ class Machine:
             step_first = False
             if self._pending is None:
                 taken = self._interrupt(v)
+                if self._pending is not None:  # the debugger stops at the interrupt's exit
+                    return self._take_pending()
                 if taken is None:
                     step_first = True  # the interrupt waits one instruction (or for IF)
                 elif taken:
-                    if self._pending is not None:
-                        return self._take_pending()
                     if count:
                         return Stop(StopReason.STEP, vcpu=index)
                     continue
             n = count or (COUNTED_SLICE if single else self.sched.budget())
+            if self._preempt:
+                n = max(1, min(n, self.config.quantum - (self.sched.retired[index] - self._entry_retired[index])))
             timer = self.irq.next_timer()
             if timer is not None:
                 n = max(1, min(n, timer - self.time))
@@ -472,6 +479,10 @@ class Machine:
             stop = self._run_slice(v, n, uncounted, timeout)
             if stop is not None:
                 return stop
+            if self._preempt and self.sched.retired[index] - self._entry_retired[index] >= self.config.quantum:
+                self._preemption_exit(v)
+                if self._pending is not None:
+                    return self._take_pending()
             if self._scanned_page:
                 continue  # the slice stopped at a fresh code page: nothing ran yet
             if count:
@@ -479,6 +490,13 @@ class Machine:
             if self._pending is None and uncounted and deadline is None and not self._cut_requested:
                 # emu_start returned on its own: Unicorn's native HLT (not scanned yet).
                 return self._finish(Stop(StopReason.HALT, status=0, message="halted", vcpu=index))
+
+    def _preemption_exit(self, v: Vcpu) -> None:
+        """The VMX-preemption timer ran out: it counts the vCPU's instructions since its
+        last VM entry (the TSC, rate 0), armed by the VMM with --quantum at every entry."""
+        snap = v.snapshot()
+        seq = self._exit(v, self.hw.event_exit("preempt"), snap[0], 0, snap)
+        self._after_exit(v, seq, None)
 
     def _all_waiting(self, timers: bool) -> Stop:
         """The stop when no vCPU can run again."""
@@ -722,6 +740,9 @@ class Machine:
         """The hardware takes a VM exit: log it and fill the VMCS / VMCB."""
         seq = self.exits.append(v.index, self.now(), code.reason, rip, length, code.info1, code.info2,
                                 aux1, aux2)
+        if self._preempt:  # the VM entry after this exit re-arms the preemption timer
+            ran = self.now() - self._slice_start if self._running is v else 0
+            self._entry_retired[v.index] = self.sched.retired[v.index] + ran
         self.hw.record_exit(v.index, code, rip, length, partial(self._guest_state, v, snap))
         if self._templates_missing and snap[_CR0] & CR0_PE and not snap[_CS] & 3 \
                 and self.sched.states[v.index] is RunState.ACTIVE:

@@ -229,3 +229,21 @@ def test_pause_exiting_shows_the_spin_loop(vendor):
     assert m.exits.counts()[pause] > 0
     off, _ = run_guest(GUESTS / "smp.img", vendor, vcpus=4, quantum=7)
     assert pause not in off.exits.counts()
+
+
+def test_the_vmx_preemption_timer_counts_instructions_since_the_last_entry(tmp_path):
+    data = bytearray((GUESTS / "bench_loop.img").read_bytes())
+    data[0x1F8:0x1FC] = (1234).to_bytes(4, "little")  # 12,349 instructions, then the debug-exit OUT
+    m, stop = run_guest(write_image(tmp_path, bytes(data)), exits=["preempt=on"], quantum=1000)
+    assert stop.status == 0
+    names = [m.exits[i].name for i in range(len(m.exits))]
+    assert names == ["PREEMPTION_TIMER"] * 12 + ["IO_INSTRUCTION"]
+    assert list(m.exits.time)[:12] == [1000 * k for k in range(1, 13)]
+    assert m.structure(0).read("VMX_PREEMPTION_TIMER_VALUE") == 1000
+    assert m.structure(0).read("PIN_BASED_VM_EXEC_CONTROL") & (1 << 6)
+
+
+def test_the_preemption_timer_is_refused_under_amd():
+    out = subprocess.run([sys.executable, "-m", "vmmtui.cli", "run", str(GUESTS / "hello.img"), "--vendor", "amd",
+                          "--exit", "preempt=on"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 2 and "AMD-V has no preempt control" in out.stderr

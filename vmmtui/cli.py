@@ -60,7 +60,7 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
                    help="how the VMM backs guest RAM on first touch: 2M large pages (default) or 4K pages")
     p.add_argument("--exit", action="append", default=[], metavar="NAME=on|off",
                    help="turn one exit control on or off (repeatable): io, msr, cpuid, hlt, invlpg, rdtsc, "
-                        "cr0, cr3, cr4, hypercall, pause, extint, intwin, init, or an exception vector de, db, bp, "
+                        "cr0, cr3, cr4, hypercall, pause, extint, intwin, init, preempt, or an exception vector de, db, bp, "
                         "ud, gp, pf, ...")
     p.add_argument("--vcpus", type=int, default=1, metavar="N",
                    help=f"number of vCPUs, 1 to {MAX_VCPUS}; the APs wait for INIT-SIPI-SIPI (default 1)")

@@ -93,6 +93,7 @@ class SvmHardware(Hardware):
         self._instruction["hypercall"] = bool(misc2_now & Misc2.VMMCALL)
         self._instruction["intwin"] = controls.exits("intwin")
         self._instruction["sipi"] = False  # SVM has no SIPI intercept: the VMM sees INIT only
+        self._instruction["preempt"] = False  # nor a preemption timer
         self._io_prot = bool(misc1_now & Misc1.IOIO_PROT)
         self._msr_prot = bool(misc1_now & Misc1.MSR_PROT)
 

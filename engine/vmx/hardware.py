@@ -81,6 +81,8 @@ class VmxHardware(Hardware):
         # External interrupts exit and are acknowledged on exit, so the VM-exit
         # interruption information names the vector (SDM "VM-Exit Controls").
         pin = PinBased.EXTERNAL_INTERRUPT_EXITING if controls.exits("extint") else PinBased(0)
+        if controls.exits("preempt"):
+            pin |= PinBased.PREEMPTION_TIMER
         exit_controls = ExitControls.HOST_ADDRESS_SPACE_SIZE | ExitControls.SAVE_IA32_EFER | ExitControls.LOAD_IA32_EFER
         if pin:
             exit_controls |= ExitControls.ACK_INTERRUPT_ON_EXIT
@@ -182,6 +184,8 @@ class VmxHardware(Hardware):
             return True
         if name == "extint":
             return bool(self.pin & PinBased.EXTERNAL_INTERRUPT_EXITING)
+        if name == "preempt":
+            return bool(self.pin & PinBased.PREEMPTION_TIMER)
         if name == "intwin":
             return self.controls.exits("intwin")
         bit = {"hlt": PrimaryProcBased.HLT_EXITING, "rdtsc": PrimaryProcBased.RDTSC_EXITING,
@@ -235,7 +239,12 @@ class VmxHardware(Hardware):
             return ExitCode(X.EXTERNAL_INTERRUPT, 0, info)
         if name == "sipi":
             return ExitCode(X.STARTUP_IPI, vector)  # the qualification is the SIPI vector
-        return ExitCode({"intwin": X.INTERRUPT_WINDOW, "init": X.INIT_SIGNAL, "pause": X.PAUSE_INSTRUCTION}[name])
+        return ExitCode({"intwin": X.INTERRUPT_WINDOW, "init": X.INIT_SIGNAL, "pause": X.PAUSE_INSTRUCTION,
+                         "preempt": X.PREEMPTION_TIMER}[name])
+
+    def arm_preemption_timer(self, vcpu: int, value: int) -> None:
+        """The VMM loads the VMX-preemption timer before VM entry (SDM "VMX-Preemption Timer")."""
+        self.vmcs[vcpu].write("VMX_PREEMPTION_TIMER_VALUE", value)
 
     def inject(self, vcpu: int, vector: int, error_code: int | None, software: bool, external: bool = False) -> None:
         kind = X.InterruptionType.SOFTWARE_EXCEPTION if software else X.InterruptionType.HARDWARE_EXCEPTION
