@@ -234,8 +234,6 @@ def test_a_mid_run_trace_holds_what_a_rerun_from_launch_needs(tmp_path):
     assert trace.meta["first_seq"] == 2 and len(trace) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="engine/trace/verify.py does not yet re-run a trace that starts at "
-                   "exit meta.first_seq > 0 (the patch is in the issue 5 report); drop this mark with it")
 def test_replay_verify_checks_a_mid_run_trace_from_launch(tmp_path):
     from engine.trace.verify import verify
 
@@ -250,16 +248,59 @@ def test_replay_verify_checks_a_mid_run_trace_from_launch(tmp_path):
     assert result.checked == len(session.machine.exits) - 2
 
 
-def test_replay_verify_refuses_a_mid_run_trace_clearly(tmp_path):
-    from engine.trace.format import TraceError
+def test_replay_verify_finds_where_a_changed_guest_leaves_a_mid_run_trace(tmp_path):
+    """hello.img recorded from exit 5 on, verified against an image one byte different
+    ('g' -> 'G' in its message): the first divergence is the UART poll (IN) just before
+    the OUT that prints it (the flags of `test al,al` on the character: PF), named by
+    its number in the trace (the session's number - 5)."""
+    from conftest import write_image
     from engine.trace.verify import verify
 
     session = Session.open(str(GUESTS / "hello.img"), MachineConfig())
     path = tmp_path / "mid.vmtrace"
     out = Console(record=True, width=200, file=io.StringIO())
-    assert run_script(session, ["next", "next", f"record {path}", "continue", "record off"], out) == 0
-    with pytest.raises(TraceError, match="recorded from exit 2 of a debugger session"):
-        verify(open_trace(path))
+    assert run_script(session, ["next"] * 5 + [f"record {path}", "continue", "record off"], out) == 0
+    original = (GUESTS / "hello.img").read_bytes()
+    at = original.index(b"the guest") + len(b"the ")
+    changed = write_image(tmp_path, original[:at] + b"G" + original[at + 1:], "changed.img")
+    live = session.machine.exits
+    printed_g = next(seq for seq in range(5, len(live))  # the session's exit that writes the 'g'
+                     if live.name(seq) in ("IO_INSTRUCTION", "IOIO") and live.aux1[seq] == ord("g"))
+    trace = open_trace(path)
+    assert trace.meta["first_seq"] == 5
+    result = verify(trace, changed, allow_image_change=True)
+    d = result.divergence
+    poll = printed_g - 1 - 5  # in the trace's numbers
+    assert d is not None and d.seq == poll, result.report()
+    assert live.name(printed_g - 1) == trace.exits.name(poll) and trace.exits.rip[poll] == live.rip[printed_g - 1]
+    assert (d.field, d.expected, d.got) == ("rflags", 0x2, 0x6)  # PF: 'g' has odd parity, 'G' even
+    assert result.checked == poll and result.image_changed
+    report = result.report()
+    assert report.startswith(f"diverged at exit {poll}: rflags")
+    assert "recorded from exit 5 of a session" in report and "exits 0 to 4 unchecked" in report
+    # The unchanged image: identical, with the same note.
+    same = verify(open_trace(path))
+    assert same.identical and same.checked == len(live) - 5, same.report()
+    assert "exits 0 to 4 unchecked" in same.report()
+
+
+def test_replay_verify_of_a_mid_run_trace_says_when_the_rerun_never_reaches_it(tmp_path):
+    from conftest import write_image
+    from engine.trace.verify import verify
+
+    session = Session.open(str(GUESTS / "hello.img"), MachineConfig())
+    path = tmp_path / "mid.vmtrace"
+    out = Console(record=True, width=200, file=io.StringIO())
+    assert run_script(session, ["next"] * 5 + [f"record {path}", "next", "record off"], out) == 0
+    # mov al,0; out 0xf4,al; cli; hlt: one exit, then the guest ends.
+    short = write_image(tmp_path, bytes.fromhex("b000" "e6f4" "faf4"), "short.img")
+    result = verify(open_trace(path), short, allow_image_change=True)
+    d = result.divergence
+    assert d is not None and d.seq == 0 and d.field == "exit" and result.checked == 0, result.report()
+    report = result.report()
+    assert "the session's exit 5, where the recording started" in report
+    assert "none: the re-run stopped (debug-exit" in report and "before reaching it" in report
+    assert "never reached it" in report
 
 
 # -- failures -----------------------------------------------------------------------------------

@@ -22,6 +22,13 @@ case stays ambiguous in the format: a stop after an exit that does not complete
 its instruction has the time of that exit, which then gets the input before the
 VMM handles it instead of after, one exit early; the guest sees no difference
 unless the VMM's handling of that very exit reads the UART.
+
+A trace recorded from the middle of a session (`meta.first_seq` = F > 0, the
+TUI's record toggle) is checked from the start state too: the re-run takes the
+session's first F exits unchecked (feeding the inputs recorded before the
+recording started, whose times are <= 0), then compares exit F + k of the re-run
+with the trace's exit k, times shifted by `meta.start_time`, and the console
+output from byte `meta.start_serial_bytes` on.
 """
 
 from __future__ import annotations
@@ -127,6 +134,9 @@ class _Checker:
         self.machine = machine
         self.expected = trace.exits
         self.n = len(self.expected)
+        # A trace started mid-run: the re-run's exit F + k is the trace's exit k.
+        self.first = int(trace.meta.get("first_seq") or 0)
+        self.start_time = int(trace.meta.get("start_time") or 0)
         self.divergence: Divergence | None = None
         self.checked = 0  # exits [0, checked) compared completely
         self.ran_past_end = False
@@ -141,7 +151,7 @@ class _Checker:
         self._chunks = trace.register_chunks()
         self._exp_regs: dict[int, tuple[int, ...]] = {}
         self._loaded_upto = 0  # every chunk starting below this has been read
-        self.inputs = trace.inputs()
+        self.inputs = [(t + self.start_time, kind, data) for t, kind, data in trace.inputs()]
         for _t, kind, _d in self.inputs:
             if kind != "serial":
                 raise TraceError(f"{trace.path}: input of kind {kind!r} is unknown to this vmmtui")
@@ -150,17 +160,29 @@ class _Checker:
 
     # -- helpers -------------------------------------------------------------------
 
+    def _live_column(self, name: str, lo: int, hi: int) -> Any:
+        """The re-run's column for the trace's exits [lo, hi), in the trace's time."""
+        values = self.machine.exits.column(name)[lo + self.first:hi + self.first]
+        if name == "time" and self.start_time:
+            values = type(values)(values.typecode, [t - self.start_time for t in values])
+        return values
+
+    def _live_count(self) -> int:
+        """The re-run's exits counted as the trace counts them (negative: not there yet)."""
+        return len(self.machine.exits) - self.first
+
+    def _live_name(self, seq: int) -> str:
+        return self.machine.exits.name(seq + self.first)
+
     def _live_row(self, seq: int) -> dict[str, int]:
-        log = self.machine.exits
-        return {name: log.column(name)[seq] for name in self.expected.COLUMNS}
+        return {name: self._live_column(name, seq, seq + 1)[0] for name in self.expected.COLUMNS}
 
     def _expected_row(self, seq: int) -> dict[str, int]:
         return dict(zip(self.expected.COLUMNS, self.expected.row(seq)))
 
     def _found(self, seq: int, name: str, expected: Any, got: Any) -> None:
         recorded = _describe(self.expected.name(seq), self._expected_row(seq)) if seq < self.n else ""
-        live = self.machine.exits
-        rerun = _describe(live.name(seq), self._live_row(seq)) if seq < len(live) else ""
+        rerun = _describe(self._live_name(seq), self._live_row(seq)) if seq < self._live_count() else ""
         self.divergence = Divergence(seq, name, expected, got, recorded, rerun)
 
     def _expected_registers(self, seq: int) -> tuple[int, ...]:
@@ -189,10 +211,9 @@ class _Checker:
         lo = self.checked
         if hi <= lo:
             return True
-        log = self.machine.exits
         first_bad = hi
         for name in self.expected.COLUMNS:
-            exp, live = self.expected.column(name)[lo:hi], log.column(name)[lo:hi]
+            exp, live = self.expected.column(name)[lo:hi], self._live_column(name, lo, hi)
             if exp != live:
                 first_bad = min(first_bad, lo + next(i for i, (a, b) in enumerate(zip(exp, live)) if a != b))
         bad = first_bad
@@ -236,6 +257,10 @@ class _Checker:
             self.machine.pause()
 
     def _listen(self, seq: int, snapshot: tuple[int, ...]) -> None:
+        if seq < self.first:  # before the recording started: only reach its first exit
+            self._feed_inputs()
+            return
+        seq -= self.first
         if seq >= self.n:
             if not self.check(seq):  # everything before is complete now
                 self.machine.pause()
@@ -245,8 +270,8 @@ class _Checker:
             else:
                 stop = self.trace.meta.get("stop")
                 self.divergence = Divergence(seq, "exit", f"none (the recorded run stopped: {stop}, after "
-                                             f"{self.n} exits)", self.machine.exits.name(seq),
-                                             "", _describe(self.machine.exits.name(seq), self._live_row(seq)))
+                                             f"{self.n} exits)", self._live_name(seq),
+                                             "", _describe(self._live_name(seq), self._live_row(seq)))
                 self.machine.pause()
             return
         self._snaps.append(snapshot)
@@ -272,10 +297,6 @@ def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change:
     `timeout` bounds the re-run in seconds (default: 60 s or 20x the recorded
     run's time, whichever is longer).
     """
-    first = int(trace.meta.get("first_seq") or 0)
-    if first:
-        raise TraceError(f"{trace.path}: recorded from exit {first} of a debugger session; --verify re-runs "
-                         f"from launch and checks traces recorded from the first exit only")
     recorded_sha = str(trace.meta.get("image_sha256", ""))
     path = Path(image) if image is not None else Path(str(trace.meta.get("image_path", "")))
     if image is None and not path.is_file():
@@ -302,6 +323,14 @@ def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change:
         _check_end(trace, machine, stop, checker, result)
     if checker.divergence is not None:
         checker.checked = checker.divergence.seq if checker.divergence.seq is not None else checker.checked
+    if checker.first:
+        if len(machine.exits) >= checker.first:
+            result.notes.append(f"the trace was recorded from exit {checker.first} of a session: the re-run "
+                                f"took exits 0 to {checker.first - 1} unchecked to reach it (trace exit k is "
+                                f"the re-run's exit {checker.first} + k)")
+        else:
+            result.notes.append(f"the trace was recorded from exit {checker.first} of a session: the re-run "
+                                f"ran its exits unchecked and never reached it")
     if checker.ran_past_end:
         end = f"ends after exit {len(trace) - 1}" if len(trace) else "has no exits"
         result.notes.append(f"the trace {end} (recorded stop: "
@@ -317,7 +346,16 @@ def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change:
 def _check_end(trace: Trace, machine: Machine, stop: Stop, checker: _Checker, result: VerifyResult) -> None:
     """After the re-run stopped by itself: the exits left, the count, the stop, the console."""
     n = len(trace)
-    live = len(machine.exits)
+    live = checker._live_count()
+    if live < 0:
+        # Stopped before the session's exit F: the trace's exit 0 never came.
+        how = ("timed out (--timeout sets the limit)" if stop.reason == StopReason.TIMEOUT
+               else f"stopped ({stop.reason.value}: {stop.message})")
+        recorded = _describe(trace.exits.name(0), checker._expected_row(0)) if n else ""
+        checker.divergence = Divergence(
+            0, "exit", f"the session's exit {checker.first}, where the recording started",
+            f"none: the re-run {how} after {len(machine.exits)} exits, before reaching it", recorded)
+        return
     if not checker.check(min(live, n)):
         return
     if live < n:
@@ -339,7 +377,7 @@ def _check_end(trace: Trace, machine: Machine, stop: Stop, checker: _Checker, re
         checker.divergence = Divergence(None, "stop status", trace.meta.get("stop_status"), stop.status)
         return
     expected_serial = trace.serial()
-    got = bytes(machine.serial)
+    got = bytes(machine.serial)[int(trace.meta.get("start_serial_bytes") or 0):]
     if expected_serial != got:
         at = next((i for i, (a, b) in enumerate(zip(expected_serial, got)) if a != b),
                   min(len(expected_serial), len(got)))
