@@ -247,3 +247,30 @@ def test_the_preemption_timer_is_refused_under_amd():
     out = subprocess.run([sys.executable, "-m", "vmmtui.cli", "run", str(GUESTS / "hello.img"), "--vendor", "amd",
                           "--exit", "preempt=on"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 2 and "AMD-V has no preempt control" in out.stderr
+
+
+def test_the_schedule_pane_draws_each_vcpus_turns():
+    from types import SimpleNamespace
+
+    from vmmtui.views.schedule import schedule_view
+
+    m, _ = run_guest(GUESTS / "smp.img", vcpus=4, quantum=20000)
+    width = 200
+    step = m.time / width
+    group = schedule_view(SimpleNamespace(machine=m), 0, m.time, width)
+    lanes = [t.plain for t in group.renderables[1:5]]
+    assert [lane[:8] for lane in lanes] == ["vCPU 0  ", "vCPU 1  ", "vCPU 2  ", "vCPU 3  "]
+    cols = [lane[8:] for lane in lanes]
+    e = m.exits
+    for v, col in enumerate(cols):
+        for i, ch in enumerate(col[:width]):
+            a, b = int(i * step), int((i + 1) * step)
+            turn = any(s.vcpu == v and s.start < b and s.end >= a for s in m.sched.slices)
+            exits = any(e.vcpu[k] == v and a <= e.time[k] < b for k in range(len(e)))
+            # Running only inside the vCPU's turns; blank where it neither ran nor exited.
+            assert ch != "─" or turn, (v, i)
+            assert ch != " " or not turn or exits, (v, i)
+            assert ch == " " or turn or exits, (v, i)
+    # The APs wait for their SIPI most of the run: their lanes are mostly blank.
+    assert all(col.count(" ") > width // 2 for col in cols[1:])
+    assert cols[0].count("─") > width // 2
