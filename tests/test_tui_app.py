@@ -259,3 +259,20 @@ def test_the_palette_lists_the_commands():
             assert isinstance(app.screen, CommandPalette)
             await pilot.press("escape")
     run(go())
+
+
+def test_vcpu_command_turns_the_panes_to_another_vcpu():
+    async def go():
+        app = make_app(GUESTS / "smp.img", MachineConfig(vcpus=4))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.press("c")
+            await _settle(app, pilot)
+            assert "vCPU 0" in _static(app.query_one("#registers"))
+            await pilot.press("colon")
+            await pilot.press(*"vcpu 2")
+            await pilot.press("enter")
+            await _settle(app, pilot)
+            shown = _static(app.query_one("#registers"))
+            assert "vCPU 2" in shown and "vCPU 0" not in shown
+            assert app.session.machine.registers(2)["rip"] == 0x80BA  # the AP, past its HLT at 0x80B9
+    run(go())

@@ -314,6 +314,10 @@ class VmmApp(App):
     def _ui_recording(self) -> None:
         self._set_status(self._status)
 
+    def _ui_refresh(self) -> None:
+        """The panes show another vCPU (or other state) now."""
+        self._refresh_panes()
+
     def _ui_pane(self, name: str) -> None:
         self.action_show_pane(name)
 

@@ -273,7 +273,7 @@ def _vcpu(session: Session, args: list[str]) -> Outcome:
             raise CommandError(f"no vCPU {n} (this machine has {session.machine.config.vcpus})")
         session.vcpu = n
         session.mark_stop(session.last_stop)
-    return Outcome(Text(f"vCPU {session.vcpu} of {session.machine.config.vcpus}"))
+    return Outcome(Text(f"vCPU {session.vcpu} of {session.machine.config.vcpus}"), ui=("refresh",) if args else ())
 
 
 @command("regs", "regs", "show the registers", aliases=("registers", "r"))
