@@ -16,8 +16,10 @@ A fault while delivering (an IDT entry past the limit: #GP; a gate that is not
 present: #NP; a bad gate type or selector: #GP) comes back as `DeliveryFailed`
 with that fault; `escalate` says what the processor makes of the pair: the new
 fault, a double fault, or a triple fault (SDM "Exception Classes"). A handler
-more privileged than the interrupted code (a stack switch through the TSS's
-RSP0 / ESP0) is not delivered yet: that fails straight to a double fault.
+more privileged than the interrupted code takes its stack from the TSS (ESP0 in
+protected mode; RSP0 or an IST entry in long mode, with a null SS), which needs
+a CPL-0 context the engine saved at an earlier exit (`to_ring0`); without one
+it is a double fault.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def deliver(uc: Uc, event: Event, mode: str, read: ReadLinear, write: WriteLinea
     if mode == "real":
         _real(uc, event, read, write, ss_base)
     elif mode == "long":
-        _long(uc, event, read, write)
+        _long(uc, event, read, write, to_ring0)
     else:
         _protected(uc, event, read, write, ss_base, ss_32bit, to_ring0)
 
@@ -187,12 +189,17 @@ def _protected(uc: Uc, ev: Event, read: ReadLinear, write: WriteLinear, ss_base:
     uc.reg_write(X.UC_X86_REG_RFLAGS, flags & ~cleared)
 
 
-def _long(uc: Uc, ev: Event, read: ReadLinear, write: WriteLinear) -> None:
+def _long(uc: Uc, ev: Event, read: ReadLinear, write: WriteLinear, to_ring0: ToRing0) -> None:
     selector, offset, kind, _dpl, ist = _gate(uc, ev, read, 16)
     rsp = _reg(uc, X.UC_X86_REG_RSP)
-    if ist:
+    old_cs = _reg(uc, X.UC_X86_REG_CS)
+    inner = selector & 3 < old_cs & 3
+    # The 64-bit TSS holds RSP0-2 at offset 4 and IST1-7 at 0x24 (SDM "Task Management
+    # in 64-bit Mode"); an IST entry wins over RSP0 (SDM "Interrupt Stack Table").
+    if ist or inner:
         _tsel, tss_base, _tlimit, _tflags = uc.reg_read(X.UC_X86_REG_TR)
-        new_rsp = int.from_bytes(read(tss_base + 0x24 + 8 * (ist - 1), 8), "little")
+        at = tss_base + 0x24 + 8 * (ist - 1) if ist else tss_base + 4
+        new_rsp = int.from_bytes(read(at, 8), "little")
     else:
         new_rsp = rsp
     new_rsp &= ~0xF  # 64-bit mode aligns the stack before pushing (SDM "64-Bit Mode Stack Frame")
@@ -203,6 +210,11 @@ def _long(uc: Uc, ev: Event, read: ReadLinear, write: WriteLinear) -> None:
     frame = struct.pack(f"<{len(words)}Q", *words)
     new_rsp -= len(frame)
     write(new_rsp, frame)
+    if inner:
+        if not to_ring0():
+            raise DeliveryFailed(f"vector {ev.vector:#x}: a handler at CPL {selector & 3} from CPL {old_cs & 3} "
+                                 "needs CPL 0, and the vCPU has not been at CPL 0 in this mode yet", Event(8, 0))
+        uc.reg_write(X.UC_X86_REG_SS, 0)  # a privilege change in 64-bit mode loads a null SS
     uc.reg_write(X.UC_X86_REG_CS, selector)
     uc.reg_write(X.UC_X86_REG_RSP, new_rsp)
     uc.reg_write(X.UC_X86_REG_RIP, offset)

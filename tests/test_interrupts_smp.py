@@ -274,3 +274,46 @@ def test_the_schedule_pane_draws_each_vcpus_turns():
     # The APs wait for their SIPI most of the run: their lanes are mostly blank.
     assert all(col.count(" ") > width // 2 for col in cols[1:])
     assert cols[0].count("─") > width // 2
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_long_mode_int_from_ring_3_switches_to_rsp0(tmp_path, vendor):
+    """SDM "64-Bit Mode Stack Frame": from CPL 3 through a DPL-3 gate to a CPL-0 handler,
+    the processor loads RSP0 from the TSS, a null SS, and pushes SS, RSP, RFLAGS, CS, RIP."""
+    import struct
+
+    from engine.loader import BOOT_PML4_GPA
+    from robustness.images import image
+    from unicorn import x86_const as X
+
+    # mov al,0; out 0x80,al (an exit at CPL 0); iretq (to ring 3) | user: int 0x40 | handler: out 0xf4,al
+    code = bytes.fromhex("b000" "e680" "48cf" "cd40" "e6f4" "faf4")
+    path = tmp_path / "ring3.elf"
+    path.write_bytes(image("long", code))
+    m = Machine(MachineConfig(vendor=vendor, mem_size=16 << 20))
+    entry = load(m, path).entry
+    gdt, tss, idt, frame_at, user_stack, rsp0 = 0x20000, 0x21000, 0x22000, 0x23000 - 40, 0x24000, 0x30000
+    tss_low = 0x67 | (tss & 0xFFFFFF) << 16 | 0x89 << 40 | (tss >> 24 & 0xFF) << 56
+    m.mem.write(gdt, struct.pack("<7Q", 0, 0x00209A0000000000, 0x0000920000000000, 0x0020FA0000000000,
+                                 0x0000F20000000000, tss_low, 0))
+    m.mem.write(tss + 4, struct.pack("<Q", rsp0))
+    handler = entry + 8
+    gate = (handler & 0xFFFF) | 0x08 << 16 | 0xEE << 40 | (handler >> 16 & 0xFFFF) << 48
+    m.mem.write(idt + 0x40 * 16, struct.pack("<QQ", gate, handler >> 32))
+    m.mem.write(frame_at, struct.pack("<5Q", entry + 6, 0x1B, 0x2, user_stack, 0x23))
+    # The loader's identity map is supervisor-only: let ring 3 use it (U/S in every level).
+    tables = bytearray(m.read_gpa(BOOT_PML4_GPA, 6 * 0x1000))
+    for off in [0] + [0x1000 + 8 * i for i in range(4)] + [0x2000 + 8 * i for i in range(4 * 512)]:
+        struct.pack_into("<Q", tables, off, struct.unpack_from("<Q", tables, off)[0] | 4)
+    m.mem.write(BOOT_PML4_GPA, bytes(tables))
+    uc = m.vcpus[0].uc
+    uc.reg_write(X.UC_X86_REG_GDTR, (0, gdt, 7 * 8 - 1, 0))
+    uc.reg_write(X.UC_X86_REG_IDTR, (0, idt, 0xFFF, 0))
+    uc.reg_write(X.UC_X86_REG_TR, (0x28, tss, 0x67, 0x8900))
+    uc.reg_write(X.UC_X86_REG_RSP, frame_at)
+    stop = m.run(timeout=10)
+    assert (stop.reason.value, stop.status) == ("debug-exit", 0), stop.message
+    regs = m.registers()
+    assert (regs["cs"], regs["ss"], regs["rsp"]) == (0x08, 0, rsp0 - 40)
+    rip, cs, rflags, rsp, ss = struct.unpack("<5Q", m.read_gpa(rsp0 - 40, 40))
+    assert (rip, cs, rsp, ss) == (entry + 8, 0x1B, user_stack, 0x23) and rflags & 0x2
