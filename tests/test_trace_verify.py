@@ -230,3 +230,28 @@ def test_the_trace_holds_the_schedule(tmp_path):
         mine = [seq for seq in range(len(e)) if e.vcpu[seq] == v and a <= e.time[seq] <= b]
         assert (first, last) == ((mine[0], mine[-1]) if mine else (None, None))
     assert any(first is not None for v, _, _, first, _, _ in rows if v != 0)  # the APs' INIT / SIPI / HLT
+
+
+def test_the_trace_holds_the_injected_interrupts_and_verify_checks_them(tmp_path):
+    import sqlite3
+
+    machine = Machine(MachineConfig())
+    injected = []
+    machine.on_inject(lambda t, vcpu, vector: injected.append((t, vcpu, vector)))
+    path = tmp_path / "timer.vmtrace"
+    writer = TraceWriter(path, machine, load(machine, GUESTS / "timer.img"), force=True)
+    stop = machine.run(timeout=60)
+    writer.close(stop, 0.1)
+    trace = open_trace(path)
+    assert trace.injections() == injected and len(injected) == 10
+    assert {(v, vec) for _, v, vec in injected} == {(0, 0x20)}
+    assert verify(trace).identical
+    db = sqlite3.connect(path)
+    db.execute("UPDATE injections SET vector = 0x21 WHERE id = (SELECT min(id) FROM injections)")
+    db.commit()
+    db.close()
+    result = verify(open_trace(path))
+    assert not result.identical
+    d = result.divergence
+    assert d.field == "injected interrupt 0 (time, vCPU, vector)"
+    assert (d.expected, d.got) == ((injected[0][0], 0, 0x21), injected[0])

@@ -14,6 +14,7 @@ One table per kind of record, each with a sorted `seq` or `time` column
                exits, XOR-packed and compressed (`pack_deltas` / `unpack_deltas`);
 - `serial`     what the guest wrote to the console, with the virtual time;
 - `inputs`     what entered the machine from outside (serial input), with the time;
+- `injections` the interrupts the VMM injected (virtual time, vCPU, vector);
 - `schedule`   the vCPUs' turns on the host thread, in virtual time, with their exits;
 - views        `exit_names`, `exit_counts`, `serial_text` for the sqlite3 shell.
 
@@ -106,6 +107,12 @@ CREATE TABLE inputs (
     time INTEGER NOT NULL,
     kind TEXT NOT NULL,
     data BLOB NOT NULL
+);
+CREATE TABLE injections (
+    id     INTEGER PRIMARY KEY,
+    time   INTEGER NOT NULL,
+    vcpu   INTEGER NOT NULL,
+    vector INTEGER NOT NULL
 );
 CREATE TABLE schedule (
     id        INTEGER PRIMARY KEY,

@@ -445,6 +445,15 @@ class Trace:
         with self._guard("read the inputs"):
             return [(t, k, bytes(d)) for t, k, d in self._db.execute("SELECT time, kind, data FROM inputs ORDER BY id")]
 
+    def injections(self) -> list[tuple[int, int, int]]:
+        """(time, vcpu, vector) of every interrupt the VMM injected; empty in traces
+        written before interrupts were modelled (they have no such table)."""
+        with self._guard("read the injections"):
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "injections" not in tables:
+                return []
+            return list(self._db.execute("SELECT time, vcpu, vector FROM injections ORDER BY id"))
+
     def schedule(self) -> list[tuple[int, int, int, int | None, int | None, str | None]]:
         """(vcpu, start, end, first_seq, last_seq, why) slices; empty in traces written
         before the scheduler, whose table has no `why` (read as None)."""

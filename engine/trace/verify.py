@@ -136,6 +136,7 @@ class _Checker:
         self.n = len(self.expected)
         # A trace started mid-run: the re-run's exit F + k is the trace's exit k.
         self.first = int(trace.meta.get("first_seq") or 0)
+        self.injected: list[tuple[int, int, int]] = []  # the re-run's (time, vcpu, vector), in trace time
         self.start_time = int(trace.meta.get("start_time") or 0)
         self.divergence: Divergence | None = None
         self.checked = 0  # exits [0, checked) compared completely
@@ -310,6 +311,7 @@ def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change:
                            "(--allow-image-change compares anyway)")
     checker = _Checker(trace, machine)
     machine.on_exit(checker)
+    machine.on_inject(lambda time, vcpu, vector: checker.injected.append((time - checker.start_time, vcpu, vector)))
     if timeout is None:
         timeout = max(60.0, 20 * float(trace.meta.get("elapsed_s") or 0))
     started = time.perf_counter()
@@ -376,6 +378,16 @@ def _check_end(trace: Trace, machine: Machine, stop: Stop, checker: _Checker, re
     if trace.meta.get("stop_status") != stop.status:
         checker.divergence = Divergence(None, "stop status", trace.meta.get("stop_status"), stop.status)
         return
+    recorded = trace.injections()
+    if recorded:  # traces from before interrupts were modelled hold none: nothing to compare
+        injected = [i for i in checker.injected if i[0] >= 0]
+        for k, (want, got_one) in enumerate(zip(recorded, injected)):
+            if want != got_one:
+                checker.divergence = Divergence(None, f"injected interrupt {k} (time, vCPU, vector)", want, got_one)
+                return
+        if len(recorded) != len(injected):
+            checker.divergence = Divergence(None, "injected interrupts", f"{len(recorded)}", f"{len(injected)}")
+            return
     expected_serial = trace.serial()
     got = bytes(machine.serial)[int(trace.meta.get("start_serial_bytes") or 0):]
     if expected_serial != got:

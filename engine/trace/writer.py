@@ -127,6 +127,7 @@ class TraceWriter:
         # A front end may feed input from its own thread while the engine runs (and
         # flushes) in another: the inputs list changes hands under a lock.
         self._inputs_lock = threading.Lock()
+        self._injections: list[tuple[int, int, int]] = []
         self._reasons: set[int] = set()
         self._serial_bytes = 0
         self.closed = False
@@ -135,6 +136,7 @@ class TraceWriter:
         if listen:
             machine.on_exit(self.on_exit)
             machine.on_serial(self.on_serial)
+            machine.on_inject(self.on_inject)
 
     def _initial_meta(self, image: LoadedImage) -> dict[str, Any]:
         m = self.machine
@@ -194,6 +196,11 @@ class TraceWriter:
                 self.abort()
                 self.machine.pause()
 
+    def on_inject(self, time: int, vcpu: int, vector: int) -> None:
+        """The injection listener (`Machine.on_inject`)."""
+        if not self.closed:
+            self._injections.append((time - self.start_time, vcpu, vector))
+
     def on_serial(self, data: bytes) -> None:
         """The console listener (`Machine.on_serial`)."""
         if not self.closed:
@@ -227,6 +234,8 @@ class TraceWriter:
                 self._serial_bytes += sum(len(d) for _t, d in self._serial)
             if inputs:
                 db.executemany("INSERT INTO inputs (time, kind, data) VALUES (?, ?, ?)", inputs)
+            if self._injections:
+                db.executemany("INSERT INTO injections (time, vcpu, vector) VALUES (?, ?, ?)", self._injections)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             with self._inputs_lock:
@@ -234,6 +243,7 @@ class TraceWriter:
             raise TraceError(f"{self.path}: cannot write the trace: {e}") from None
         del self._snaps[:n]
         self._serial.clear()
+        self._injections.clear()
         self._lo = hi
         self._next_flush = hi + self.batch
 
