@@ -317,3 +317,43 @@ def test_long_mode_int_from_ring_3_switches_to_rsp0(tmp_path, vendor):
     assert (regs["cs"], regs["ss"], regs["rsp"]) == (0x08, 0, rsp0 - 40)
     rip, cs, rflags, rsp, ss = struct.unpack("<5Q", m.read_gpa(rsp0 - 40, 40))
     assert (rip, cs, rsp, ss) == (entry + 8, 0x1B, user_stack, 0x23) and rflags & 0x2
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_fixed_self_ipi_reaches_the_guests_handler(tmp_path, vendor):
+    """ICR shorthand "self", fixed vector 0x40: the local APIC accepts it, the VMM takes an
+    external-interrupt exit and injects it, the guest's IDT handler runs and sends EOI."""
+    import struct
+
+    from robustness.images import image
+    from unicorn import x86_const as X
+
+    code = bytes.fromhex(
+        "c705f000e0feff010000"  # mov dword [0xFEE000F0], 0x1FF: SVR, APIC software-enabled
+        "fb"  # sti
+        "c7050003e0fe40400400"  # mov dword [0xFEE00300], 0x44040: self, fixed, vector 0x40
+        "803d0050000001" "75f7"  # wait: cmp byte [0x5000], 1; jne wait
+        "b000e6f4" "faf4"  # the debug exit, status 0
+    ).ljust(0x40, b"\x90") + bytes.fromhex(
+        "c6050050000001"  # handler: mov byte [0x5000], 1
+        "c705b000e0fe00000000"  # mov dword [0xFEE000B0], 0: EOI
+        "cf")  # iret
+    path = tmp_path / "ipi.elf"
+    path.write_bytes(image("protected", code))
+    m = Machine(MachineConfig(vendor=vendor, mem_size=16 << 20))
+    entry = load(m, path).entry
+    handler, idt = entry + 0x40, 0x6000
+    cs = m.registers()["cs"]
+    m.mem.write(idt + 0x40 * 8, struct.pack("<Q", (handler & 0xFFFF) | cs << 16 | 0x8E << 40
+                                            | (handler >> 16) << 48))
+    m.vcpus[0].uc.reg_write(X.UC_X86_REG_IDTR, (0, idt, 0x7FF, 0))
+    stop = m.run(timeout=10)
+    assert (stop.reason.value, stop.status) == ("debug-exit", 0), stop.message
+    assert m.read_gpa(0x5000, 1) == b"\x01"
+    extint = "EXTERNAL_INTERRUPT" if vendor == "intel" else "INTR"
+    names = [m.exits[i].name for i in range(len(m.exits))]
+    assert names.count(extint) == 1
+    if vendor == "intel":
+        assert m.exits[names.index(extint)].qualification["vector"] == 0x40
+    # The handler's EOI is the last APIC write: the vector is out of service again.
+    assert not m.lapics[0].isr and m.lapics[0].pending() is None
