@@ -754,6 +754,11 @@ class Machine:
     def _after_exit(self, v: Vcpu, seq: int, next_rip: int | None, retires: bool = True) -> None:
         """Stop after a handled exit when the debugger asked for it (or pause(), or the
         timeout); `retires`: the exiting instruction completes before the stop."""
+        if self._cut_requested and retires and self._pending is None and self._counting:
+            # An APIC write earlier in this slice changed what is due: end the slice here
+            # (a stop in the MMIO callback itself would run the access again).
+            self._mark_stop(v, True)
+            v.uc.emu_stop()
         if self._pending is not None:
             if self._pause_requested:
                 self._request_stop(v, self._pending, next_rip, retires)
@@ -1223,8 +1228,10 @@ class Machine:
                 self.irq.advance(self.now())
                 device.write(offset, size, value)
                 # A stop inside an MMIO callback would run the access again: what the
-                # write changed (a deadline, a priority) counts from the slice's end.
+                # write changed (a deadline, a priority) counts from the slice's next
+                # exit that completes its instruction, or from the slice's end.
                 self._cut_requested = True
+                self._watch_exits = True
         return write
 
     def _mmio_exit(self, v: Vcpu, gpa: int, read: bool, value: int) -> None:
