@@ -134,6 +134,13 @@ class Vcpu:
     def __init__(self, index: int, mem: HostMemory) -> None:
         self.index = index
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # With `until` as the only way to stop at an address, Unicorn translates the
+        # `until` address through the guest's page tables whenever paging changes, and
+        # the #PF it takes there silently overwrites the guest's CR2 (measured: CR2 =
+        # until - 1 after a MOV to CR0 that turns paging on). An empty list of exit
+        # addresses makes it ignore `until`.
+        self.uc.ctl_exits_enabled(True)
+        self.uc.ctl_set_exits([])
         self.mem = mem
         self.batch = RegisterBatch(self.uc, SNAPSHOT_REGS)
         self.write_abcd = RegisterWriter(self.uc, ("rax", "rbx", "rcx", "rdx")).write
@@ -198,9 +205,13 @@ class Vcpu:
         page[0x50:0x56] = _GDTR
         self.mem.write(scratch, bytes(page))
         uc.mem_map_ptr(TRAMPOLINE_GPA, PAGE_SIZE, UC_PROT_ALL, self.mem.pointer(scratch))
+        entry = (cs << 4) + ip
+        uc.ctl_remove_cache(entry, entry + 1)  # an exit address counts only in code translated after it is set
+        uc.ctl_set_exits([entry])
         try:
-            uc.emu_start(TRAMPOLINE_GPA, (cs << 4) + ip)
+            uc.emu_start(TRAMPOLINE_GPA, entry)
         finally:
+            uc.ctl_set_exits([])
             uc.mem_unmap(TRAMPOLINE_GPA, PAGE_SIZE)
         # What a BIOS leaves: IDTR = the real-mode IVT, GDTR at its reset value.
         uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
