@@ -163,6 +163,7 @@ class Machine:
         self.mmio.register(APIC_BASE, APIC_SIZE, self.lapics[0])
         self.irq = Interrupts(self.pic, self.pit, self.lapics)
         self._sipi: dict[int, int] = {}  # vCPU -> the start-up vector it will start at
+        self._scratch_frame: Any = None
         self._window = [False] * config.vcpus  # interrupt-window exiting requested
         self._announced = [False] * config.vcpus  # the pending interrupt's exit was taken
         self._woken = [False] * config.vcpus  # woken from HLT: the VMM already has control
@@ -426,7 +427,8 @@ class Machine:
         return self.sched.pick(self.time)
 
     def _reset_frame(self) -> Any:
-        if not hasattr(self, "_scratch_frame"):
+        """The host frame the reset trampoline runs from (one for every vCPU reset)."""
+        if self._scratch_frame is None:
             self._scratch_frame = self.host.alloc_frame()
         return self._scratch_frame
 
