@@ -482,7 +482,9 @@ class Machine:
             if stop is not None:
                 return stop
             if self._preempt and self.sched.retired[index] - self._entry_retired[index] >= self.config.quantum:
-                self._preemption_exit(v)
+                # The VMX-preemption timer ran out: it counts the vCPU's instructions since
+                # its last VM entry (the TSC, rate 0), armed with --quantum at every entry.
+                self._event_exit(v, v, "preempt", 0)
                 if self._pending is not None:
                     return self._take_pending()
             if self._scanned_page:
@@ -492,13 +494,6 @@ class Machine:
             if self._pending is None and uncounted and deadline is None and not self._cut_requested:
                 # emu_start returned on its own: Unicorn's native HLT (not scanned yet).
                 return self._finish(Stop(StopReason.HALT, status=0, message="halted", vcpu=index))
-
-    def _preemption_exit(self, v: Vcpu) -> None:
-        """The VMX-preemption timer ran out: it counts the vCPU's instructions since its
-        last VM entry (the TSC, rate 0), armed by the VMM with --quantum at every entry."""
-        snap = v.snapshot()
-        seq = self._exit(v, self.hw.event_exit("preempt"), snap[0], 0, snap)
-        self._after_exit(v, seq, None)
 
     def _all_waiting(self, timers: bool) -> Stop:
         """The stop when no vCPU can run again."""
@@ -623,12 +618,11 @@ class Machine:
             return False
         snap = v.snapshot()
         woken, self._woken[i] = self._woken[i], False
-        if not woken and not self._announced[i] and self.hw.instruction_exits("extint"):
+        if not woken and not self._announced[i]:
             # The interrupt arrives while the guest runs: an external-interrupt exit
             # gives the VMM control (SDM "External-interrupt exiting"; APM "INTR").
             self._announced[i] = True
-            seq = self._exit(v, self.hw.event_exit("extint", self._peek_vector(i, source)), snap[0], 0, snap)
-            self._after_exit(v, seq, None)
+            self._event_exit(v, v, "extint", self._peek_vector(i, source))
         if not snap[_I["rflags"]] & _FLAGS_IF:
             if not self._window[i]:
                 self._window[i] = True
@@ -639,9 +633,7 @@ class Machine:
         if self._window[i]:
             self._window[i] = False
             self.hw.request_interrupt_window(i, False)
-            if self.hw.instruction_exits("intwin"):
-                seq = self._exit(v, self.hw.event_exit("intwin"), snap[0], 0, snap)
-                self._after_exit(v, seq, None)
+            self._event_exit(v, v, "intwin", 0)
         self._announced[i] = False
         vector = self.irq.acknowledge(i, source)
         self.hw.inject(i, vector, None, False, external=True)
@@ -698,7 +690,9 @@ class Machine:
                 self._event_exit(sender, target, "sipi", ipi.vector)
 
     def _event_exit(self, running: Vcpu, target: Vcpu, name: str, vector: int) -> None:
-        """An exit of vCPU `target` caused by the running vCPU (INIT, SIPI)."""
+        """An event's exit of vCPU `target`, if its control is on (`Hardware.event_exit`);
+        `running` is the vCPU whose emulation a debugger stop would end (INIT and SIPI
+        come from another vCPU's ICR write)."""
         if not self.hw.instruction_exits(name):
             return
         snap = target.snapshot()
