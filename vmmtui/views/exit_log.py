@@ -26,7 +26,7 @@ from rich.text import Text
 
 from engine.exitlog import ExitEvent, ExitLog
 
-from .exit_select import EncodingIndex, FilterPlan, _Memo, last_matching
+from .exit_select import EncodingIndex, FilterPlan, Memo, last_matching
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -249,9 +249,9 @@ class ExitRows:
         self.vendor = vendor
         #: the log's encoding codes; may be shared with other threads (it locks itself)
         self.index = index if index is not None else EncodingIndex(log)
-        self._encoded = _Memo(self._describe)  # (reason, info1, info2, aux1, aux2) -> cells
-        self._searchable = _Memo(self._search_parts)  # the same key -> lower-cased text parts
-        self._names = _Memo(lambda r: decode(r, 0, 0, 0, 0)[0], limit=1 << 20)
+        self._encoded = Memo(self._describe)  # (reason, info1, info2, aux1, aux2) -> cells
+        self._searchable = Memo(self._search_parts)  # the same key -> lower-cased text parts
+        self._names = Memo(lambda r: decode(r, 0, 0, 0, 0)[0], limit=1 << 20)
 
     def name_of(self, reason: int) -> str:
         """The name of a reason number (decoded once per reason)."""

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from .exit_log import ExitRows
 
 
-class _Memo(dict):
+class Memo(dict):
     """A dict that computes missing values with `fn` and forgets everything past `limit`."""
 
     def __init__(self, fn: Callable[[Any], Any], limit: int = 65536) -> None:
@@ -198,7 +198,7 @@ _DECIMAL_CHARS = frozenset("0123456789")
 _HEX_CHARS = frozenset("0123456789abcdefx")
 
 
-class _Lookup(_Memo):
+class _Lookup(Memo):
     """value -> fn(value) (a mask byte), computed once per value (up to 2^17 values)."""
 
     def __init__(self, fn: Callable[[Any], int]) -> None:
@@ -513,7 +513,7 @@ class FilterPlan:
                 failed[key] = e
                 return 1
 
-        by_encoding = _ByCode(_Memo(passes))
+        by_encoding = _ByCode(Memo(passes))
         by_rip = [_ByCode(_Lookup(lambda v, c=c: 1 if c.holds(v) else 0))
                   for c in self.column_conditions if c.key == "rip"]
         by_value = {id(c): _Lookup(lambda v, c=c: 1 if c.holds(v) else 0) for c in self.column_conditions}
@@ -617,7 +617,7 @@ def _text_masker(rows: ExitRows, needle: str) -> Callable[[int, int], bytes]:
         text = f"{rip:#x}"
         return sum(1 << i for i in in_rip if pieces[i] in text)
 
-    by_encoding = _ByCode(_Memo(encoding_bits))
+    by_encoding = _ByCode(Memo(encoding_bits))
     by_rip = _ByCode(_Lookup(rip_bits))
     by_number = {i: {name: _Lookup(lambda v, p=pieces[i]: 1 if p in str(v) else 0) for name in ("vcpu", "length")}
                  for i in in_number}
