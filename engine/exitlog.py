@@ -61,6 +61,11 @@ class ExitLog:
     Only `update_aux` changes a stored row; `aux_changes` tells a reader that keeps
     something derived from the rows (the exit-log pane's index of encodings) which
     rows it changed, so that the reader reads those again instead of everything.
+
+    Beside the rows, `vmm_ns` keeps the host wall-clock nanoseconds the VMM spent
+    handling each exit (`set_vmm_ns`, 0: not measured, or not finished yet). It is
+    not one of `COLUMNS`: wall time differs from run to run, and `COLUMNS` are what
+    a replay compares. Only the engine's thread writes it, so it needs no lock.
     """
 
     COLUMNS = ("vcpu", "time", "reason", "rip", "length", "info1", "info2", "aux1", "aux2")
@@ -76,6 +81,7 @@ class ExitLog:
             "aux2": array("Q"),
         }
         self._order = [self._cols[c] for c in self.COLUMNS]
+        self._vmm_ns = array("Q")  # grown by set_vmm_ns only (the engine's thread)
         self._pending: list[tuple[int, ...]] = []
         self._flushed = 0  # rows in the columns
         self._count = 0  # rows in all
@@ -137,6 +143,30 @@ class ExitLog:
             # Rows still pending were never visible to a reader; these were.
             self._aux_version += 1
             self._aux_blocks[seq // self.AUX_BLOCK] = self._aux_version
+
+    def set_vmm_ns(self, seq: int, ns: int) -> None:
+        """Keep the host nanoseconds the VMM spent handling exit `seq` (engine thread only)."""
+        col = self._vmm_ns
+        if seq == len(col):  # the usual case: the last exit
+            col.append(ns)
+        elif seq < len(col):  # an exit handled around a later one (an MMIO write's IPI)
+            col[seq] = ns
+        else:
+            col.frombytes(bytes(8 * (seq - len(col))))  # exits whose handling was not measured
+            col.append(ns)
+
+    def add_vmm_ns(self, seq: int, ns: int) -> None:
+        """Add to exit `seq`'s VMM time (the later elements of a string I/O exit)."""
+        col = self._vmm_ns
+        self.set_vmm_ns(seq, (col[seq] if seq < len(col) else 0) + ns)
+
+    def vmm_ns(self, start: int = 0, stop: int | None = None) -> array:
+        """The VMM's host nanoseconds of exits [start, stop) (default: all), a copy;
+        0 where not measured or not yet finished."""
+        n = len(self) if stop is None else stop
+        values = self._vmm_ns[start:n]
+        values.frombytes(bytes(8 * max(0, n - start - len(values))))
+        return values
 
     def aux_changes(self, since: int = 0) -> tuple[int, list[range]]:
         """(a version, the seqs whose aux1 / aux2 may have changed after version `since`).

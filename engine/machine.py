@@ -19,6 +19,11 @@ instructions retired, read from Unicorn's counted mode after every slice
 (engine.icount). The vCPUs take turns of `quantum` instructions on this thread;
 a slice also ends at the next timer deadline, so a timer interrupt arrives at
 the same instruction on every run (engine.interrupts).
+
+VMM time: exits take no virtual time, but the host time the VMM spends handling
+each one is measured (`time.perf_counter_ns`, from when `_exit` hands the VMM
+control until `_handled` says its handling is done) and kept beside the exit
+stream (`ExitLog.vmm_ns`); it is wall time, so it differs from run to run.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import threading
 from functools import partial
 import time
 from collections.abc import Callable
+from time import perf_counter_ns
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
@@ -180,6 +186,7 @@ class Machine:
         self._stop_retired: int | None = None  # instructions the slice retires, fixed at a stop in a hook
         self._mmio_replay: tuple[int, int, int, bool, int] | None = None  # (vcpu, rip, gpa, read, value)
         self._halt_seq: int | None = None  # the exit of the last HLT
+        self._vmm_start = 0  # perf_counter_ns() when the VMM got control of the last exit
         self._stop_on_exit = False
         self._max_exits: int | None = None
         self._fetch_fault: int | None = None
@@ -343,6 +350,10 @@ class Machine:
     def structure(self, vcpu: int = 0) -> Any:
         """The vCPU's VMCS (Intel) or VMCB (AMD), up to date."""
         return self.hw.structure(vcpu)
+
+    def structure_fields(self, vcpu: int = 0) -> list[tuple[str, str, int, int]]:
+        """(group, name, encoding or offset, value) of every field of the vCPU's VMCS / VMCB."""
+        return self.hw.structure_fields(vcpu)
 
     def read_gpa(self, gpa: int, size: int) -> bytes:
         """Guest-physical memory."""
@@ -697,6 +708,7 @@ class Machine:
             return
         snap = target.snapshot()
         seq = self._exit(target, self.hw.event_exit(name, vector), snap[0], 0, snap)
+        self._handled(seq)
         self._after_exit(running, seq, None, retires=False)
 
     def _take_pending(self) -> Stop:
@@ -733,7 +745,8 @@ class Machine:
 
     def _exit(self, v: Vcpu, code: ExitCode, rip: int, length: int, snap: tuple[int, ...],
               aux1: int = 0, aux2: int = 0) -> int:
-        """The hardware takes a VM exit: log it and fill the VMCS / VMCB."""
+        """The hardware takes a VM exit: log it and fill the VMCS / VMCB; the VMM's
+        handling starts when this returns (call `_handled` when it ends)."""
         seq = self.exits.append(v.index, self.now(), code.reason, rip, length, code.info1, code.info2,
                                 aux1, aux2)
         if self._preempt:  # the VM entry after this exit re-arms the preemption timer
@@ -745,7 +758,14 @@ class Machine:
             self._keep_ring0_template(v, snap)
         for listener in self._exit_listeners:
             listener(seq, v.index, snap)
+        self._vmm_start = perf_counter_ns()
         return seq
+
+    def _handled(self, seq: int, start: int | None = None) -> None:
+        """The VMM has handled exit `seq`: keep the host nanoseconds it took since `start`
+        (default: since `_exit` gave it control). A reading below the clock's resolution
+        is kept as 1, as 0 means "not measured"."""
+        self.exits.set_vmm_ns(seq, perf_counter_ns() - (self._vmm_start if start is None else start) or 1)
 
     def _after_exit(self, v: Vcpu, seq: int, next_rip: int | None, retires: bool = True) -> None:
         """Stop after a handled exit when the debugger asked for it (or pause(), or the
@@ -920,8 +940,10 @@ class Machine:
             self.vmm.port_out(port, size, value)
             if port in _IRQ_PORTS:
                 self._cut(v)  # a timer or a mask changed: what is due is decided again
-        if seq is not None and self._watch_exits:
-            self._after_exit(v, seq, rip + insn.length)
+        if seq is not None:
+            self.exits.set_vmm_ns(seq, perf_counter_ns() - self._vmm_start or 1)  # _handled, inlined: hot
+            if self._watch_exits:
+                self._after_exit(v, seq, rip + insn.length)
         pending = self._pending
         if pending is not None and pending.final and self._resume is None:
             # A device ended the run (the debug-exit port): name the exit that did it.
@@ -943,17 +965,19 @@ class Machine:
     def _string_io(self, v: Vcpu, snap: tuple[int, ...], insn: Insn, code: ExitCode | None, port: int, size: int,
                    is_in: bool, value: int) -> int:
         """INS / OUTS: Unicorn calls the hook once per element; hardware exits once per
-        instruction and the VMM completes the string, so the elements fold into one exit."""
+        instruction and the VMM completes the string, so the elements fold into one exit
+        (and the VMM's time on each element adds to that exit's)."""
         rip = snap[0]
         linear = self._code_bits(v, snap)[0] + rip
         rcx = snap[_I["rcx"]] & _MASK[insn.address_size]
         folded = self._string_fold
+        seq = None
         if folded is not None and folded[0] == linear and folded[2] == rcx:
+            start = perf_counter_ns()
             self.exits.update_aux(folded[1], aux2=self.exits.aux2[folded[1]] + 1)
             self._string_fold = (linear, folded[1], rcx - 1) if insn.rep and rcx > 1 else None
-            seq = None
         else:
-            seq = None
+            folded = None
             if code is not None:
                 seq = self._exit(v, code, rip, insn.length, snap, value, 1)
                 self._string_fold = (linear, seq, rcx - 1) if insn.rep and rcx > 1 else None
@@ -961,9 +985,13 @@ class Machine:
             value = self.vmm.port_in(port, size)
         else:
             self.vmm.port_out(port, size, value)
-        if seq is not None and self._watch_exits:
-            done = not (insn.rep and self._string_fold is not None)
-            self._after_exit(v, seq, rip + insn.length if done else rip)
+        if folded is not None:
+            self.exits.add_vmm_ns(folded[1], perf_counter_ns() - start)
+        elif seq is not None:
+            self._handled(seq)
+            if self._watch_exits:
+                done = not (insn.rep and self._string_fold is not None)
+                self._after_exit(v, seq, rip + insn.length if done else rip)
         return value
 
     def _on_cpuid(self, uc, v) -> int:  # noqa: ANN001
@@ -976,8 +1004,10 @@ class Machine:
         if self._cpuid_exit is not None:
             seq = self._exit(v, self._cpuid_exit, rip, 2, snap, leaf, subleaf)
         v.write_abcd(*self.vmm.cpuid(v.index, leaf, subleaf))
-        if seq is not None and self._watch_exits:
-            self._after_exit(v, seq, rip + 2)
+        if seq is not None:
+            self.exits.set_vmm_ns(seq, perf_counter_ns() - self._vmm_start or 1)  # _handled, inlined: hot
+            if self._watch_exits:
+                self._after_exit(v, seq, rip + 2)
         return 1  # skip the instruction: the VMM answered it
 
     # -- code-hooked instructions -----------------------------------------------------
@@ -1024,8 +1054,10 @@ class Machine:
         interruptible = bool(snap[_I["rflags"]] & _FLAGS_IF)
         self.sched.states[v.index] = RunState.HALTED if interruptible else RunState.STOPPED
         self.sched.end_turn("halt")
-        if seq is not None and self._watch_exits:
-            self._after_exit(v, seq, None)
+        if seq is not None:
+            self._handled(seq)
+            if self._watch_exits:
+                self._after_exit(v, seq, None)
         self._cut(v)
 
     def _site_rdtsc(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
@@ -1040,6 +1072,7 @@ class Machine:
         v.uc.reg_write(X.UC_X86_REG_RDX, tsc >> 32)
         self._skip(v, rip, insn)
         if seq is not None:
+            self._handled(seq)
             self._after_exit(v, seq, None)
 
     def _site_msr(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
@@ -1057,6 +1090,8 @@ class Machine:
         ok = msrs.write(index, value) if write else msrs.read(index) is not None
         if not ok:
             self._guest_exception(v, 13, 0, rip)
+            if seq is not None:
+                self._handled(seq)
             return
         if not write:
             v.uc.reg_write(X.UC_X86_REG_RAX, value & 0xFFFF_FFFF)
@@ -1065,6 +1100,7 @@ class Machine:
             self._segment_cache.clear()
         self._skip(v, rip, insn)
         if seq is not None:
+            self._handled(seq)
             self._after_exit(v, seq, None)
 
     def _site_cr(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
@@ -1094,6 +1130,7 @@ class Machine:
         if not exits:
             return
         seq = self._exit(v, self.hw.cr_exit(cr, write, insn.gpr), rip, insn.length, snap, aux1=value)
+        self._handled(seq)
         self._after_exit(v, seq, None, retires=False)
         if self._pending is not None:
             # The stop lands before the instruction: let it run when the guest resumes.
@@ -1111,6 +1148,7 @@ class Machine:
             return
         linear = self._invlpg_operand(v, snap)
         seq = self._exit(v, self.hw.invlpg_exit(linear), rip, insn.length, snap)
+        self._handled(seq)
         self._after_exit(v, seq, None, retires=False)
         if self._pending is not None:
             self._skip_once = (v.index, rip + self._code_bits(v, snap)[0])
@@ -1140,6 +1178,7 @@ class Machine:
         """PAUSE with PAUSE exiting on: the exit is observed, then the instruction runs."""
         rip = snap[_I["rip"]]
         seq = self._exit(v, self.hw.event_exit("pause"), rip, insn.length, snap)
+        self._handled(seq)
         self._after_exit(v, seq, None, retires=False)
         if self._pending is not None:
             self._skip_once = (v.index, rip + self._code_bits(v, snap)[0])
@@ -1163,6 +1202,7 @@ class Machine:
             if function & mask == 2:
                 v.uc.reg_write(X.UC_X86_REG_RDX, (result.value >> 32) & 0xFFFF_FFFF)
         self._skip(v, rip, insn)
+        self._handled(seq)
         if result.exit_status is not None:
             self._request_stop(v, Stop(StopReason.HYPERCALL_EXIT, status=result.exit_status, exit_seq=seq,
                                        message=f"the guest ended the run by hypercall with status {result.exit_status}"))
@@ -1188,6 +1228,7 @@ class Machine:
                                                   present=(False, False, False)),
                              snap[_I["rip"]], 0, snap, aux1=address)
             self.mem.back(gpa)
+            self._handled(seq)
             self._after_exit(v, seq, None, retires=False)
             return True
         page = gpa & ~(PAGE_SIZE - 1)
@@ -1208,10 +1249,12 @@ class Machine:
             replayed = self._mmio_replayed(v, base + offset, True)
             if replayed is not None:
                 return replayed
+            start = perf_counter_ns()  # the VMM answers the read before the exit is logged
             if device is not None:
                 self.irq.advance(self.now())
             value = device.read(offset, size) if device is not None else (1 << (8 * size)) - 1
-            self._mmio_exit(v, base + offset, read=True, value=value)
+            took = perf_counter_ns() - start
+            self.exits.set_vmm_ns(self._mmio_exit(v, base + offset, read=True, value=value), took or 1)
             return value
         return read
 
@@ -1219,7 +1262,8 @@ class Machine:
         def write(uc, offset, size, value, user_data) -> None:  # noqa: ANN001
             if self._mmio_replayed(v, base + offset, False) is not None:
                 return
-            self._mmio_exit(v, base + offset, read=False, value=value)
+            seq = self._mmio_exit(v, base + offset, read=False, value=value)
+            start = self._vmm_start  # the write may take exits of its own (an INIT IPI)
             if device is not None:
                 self.irq.advance(self.now())
                 device.write(offset, size, value)
@@ -1228,18 +1272,26 @@ class Machine:
                 # exit that completes its instruction, or from the slice's end.
                 self._cut_requested = True
                 self._watch_exits = True
+                self._keep_for_replay(v, base + offset, False, value)
+            self._handled(seq, start)
         return write
 
-    def _mmio_exit(self, v: Vcpu, gpa: int, read: bool, value: int) -> None:
+    def _mmio_exit(self, v: Vcpu, gpa: int, read: bool, value: int) -> int:
+        """The exit of an MMIO access (its seq)."""
         snap = v.snapshot()
         code = self.hw.slat_exit(gpa, gpa, read=read, write=not read, fetch=False, present=(False, False, False))
         seq = self._exit(v, code, snap[_I["rip"]], 0, snap, aux1=value)
         self._after_exit(v, seq, None, retires=False)
-        if self._pending is not None:
-            # A stop inside an MMIO callback lands before the instruction, which then
-            # runs again on resume: its access was handled here, so it is answered
-            # from this record then, without a second exit or device access.
-            self._mmio_replay = (v.index, snap[_I["rip"]], gpa, read, value)
+        self._keep_for_replay(v, gpa, read, value)
+        return seq
+
+    def _keep_for_replay(self, v: Vcpu, gpa: int, read: bool, value: int) -> None:
+        """After an MMIO access was handled: if a stop is due (this exit's, or one the
+        access caused, as an INIT IPI's exit), it lands before the instruction, which
+        then runs again on resume; its access is answered from this record then,
+        without a second exit or device access."""
+        if self._pending is not None and self._mmio_replay is None:
+            self._mmio_replay = (v.index, v.uc.reg_read(X.UC_X86_REG_RIP), gpa, read, value)
 
     def _mmio_replayed(self, v: Vcpu, gpa: int, read: bool) -> int | None:
         """The recorded value when this access is the re-run of a stopped one."""
@@ -1355,6 +1407,7 @@ class Machine:
                                               snap[_I["cr2"]] if event.cr2 is None else event.cr2)
                 seq = self._exit(v, code, rip, length, snap, event.error_code or 0)
                 self.hw.inject(v.index, event.vector, event.error_code, event.software)
+                self._handled(seq)
                 self._after_exit(v, seq, None)
             try:
                 self._deliver(v, snap, event)
@@ -1364,6 +1417,7 @@ class Machine:
                 if following is None:
                     code = self.hw.simple_exit("shutdown")
                     seq = self._exit(v, code, rip, 0, snap)
+                    self._handled(seq)
                     self._pending = Stop(StopReason.SHUTDOWN, exit_seq=seq,
                                          message=f"triple fault: #DF could not be delivered ({failure})")
                     return

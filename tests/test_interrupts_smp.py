@@ -170,6 +170,23 @@ def test_smp_four_vcpus_deterministic(vendor):
     assert sorted(set(m.exits.vcpu)) == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_a_stop_at_an_ipis_exit_does_not_change_the_run(vendor):
+    # An ICR write's exit causes the INIT / SIPI exit of its target inside the same MMIO
+    # callback. A stop after the target's exit (never after the write's own: a replay
+    # jumping there) lands before the write, which then runs again on resume and must
+    # be answered from the record: once, a second exit or IPI would change the run.
+    straight, _stop = run_guest(GUESTS / "smp.img", vendor, vcpus=2)
+    events = [i for i in range(len(straight.exits)) if straight.exits.name(i) in ("INIT", "INIT_SIGNAL",
+                                                                                  "STARTUP_IPI")]
+    assert events
+    for k in events:
+        m = _machine(GUESTS / "smp.img", vendor, vcpus=2)
+        assert m.run(max_exits=k + 1).exit_seq == k
+        m.run(timeout=30)
+        assert _columns(m) == _columns(straight) and m.serial == straight.serial, k
+
+
 def test_schedule_slices_add_up_to_the_instructions_retired():
     m, stop = run_guest(GUESTS / "smp.img", vcpus=4, quantum=2000)
     assert stop.status == 0
