@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,12 +59,11 @@ class LoadedImage:
     entry: int
     size: int
     sha256: str
+    data: bytes = field(default=b"", repr=False, compare=False)  # the image itself, as loaded
 
 
 def load(machine: Machine, path: str | Path) -> LoadedImage:
     """Load the image at `path` into `machine` and set its vCPU 0 at the entry point."""
-    import hashlib
-
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -74,6 +73,14 @@ def load(machine: Machine, path: str | Path) -> LoadedImage:
         raise ImageError(f"{p}: is a directory, not an image") from None
     except OSError as e:
         raise ImageError(f"{p}: cannot read: {e.strerror}") from None
+    return load_bytes(machine, data, p)
+
+
+def load_bytes(machine: Machine, data: bytes, path: str | Path) -> LoadedImage:
+    """Load image `data` (named `path`: a raw image is told by its suffix) as `load` does."""
+    import hashlib
+
+    p = Path(path)
     if not data:
         raise ImageError(f"{p}: the image is empty")
     digest = hashlib.sha256(data).hexdigest()
@@ -85,7 +92,7 @@ def load(machine: Machine, path: str | Path) -> LoadedImage:
     else:
         raise ImageError(f"{p}: unknown image format (expected a raw *.img boot image or an ELF file)")
     machine.launch()
-    return LoadedImage(str(p), kind, entry, len(data), digest)
+    return LoadedImage(str(p), kind, entry, len(data), digest, data)
 
 
 def _load_raw(machine: Machine, p: Path, data: bytes) -> int:

@@ -9,6 +9,7 @@ import json
 import shutil
 import sqlite3
 from collections import Counter
+from itertools import accumulate
 
 import pytest
 
@@ -214,9 +215,13 @@ def test_chrome_export_is_trace_event_format_with_one_track_per_vcpu(capsys, tmp
     trace = open_trace(paths["cpuid.img"])
     assert len(exits) == len(trace)
     assert {e["tid"] for e in exits} == set(threads)
-    # An exit takes no virtual time: an instant at its time, one guest instruction shown as 1 ns.
-    assert all(e["ph"] == "i" for e in exits)
-    assert [e["ts"] for e in exits] == [t / 1000 for t in trace.exits.time]
+    # An exit takes no virtual time but lasts the VMM's measured host time (exits.vmm_ns), and what follows
+    # moves on by it: one guest instruction is shown as 1 ns, one measured nanosecond as 1 ns.
+    costs = trace.vmm_ns()
+    shifts = [0, *accumulate(costs)]
+    assert all(e["ph"] == "X" and e["dur"] == ns / 1000 == e["args"]["vmm_ns"] / 1000 for e, ns in zip(exits, costs))
+    assert [e["ts"] for e in exits] == [(t + shift) / 1000 for t, shift in zip(trace.exits.time, shifts)]
+    assert [e["args"]["time"] for e in exits] == list(trace.exits.time)
     first = exits[0]
     assert first["name"] == "CPUID" and first["args"]["leaf"] == 0 and first["args"]["seq"] == 0
     assert first["ts"] == trace.exits.time[0] / 1000 > 0
@@ -226,7 +231,7 @@ def test_chrome_export_is_trace_event_format_with_one_track_per_vcpu(capsys, tmp
     # (in instructions: ts and dur are microseconds, an instruction is shown as 1 ns)
     guest = [(round(e["ts"] * 1000), round((e["ts"] + e["dur"]) * 1000)) for e in events if e.get("cat") == "guest"]
     times = [0] + list(trace.exits.time)
-    assert guest == list(zip(times, times[1:]))
+    assert guest == [(a + shift, b + shift) for a, b, shift in zip(times, times[1:], shifts)]
     # slices on a track never overlap
     spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e["ph"] == "X" and e["tid"] == 0)
     assert all(a[1] <= b[0] + 1e-9 for a, b in zip(spans, spans[1:]))

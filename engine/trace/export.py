@@ -12,7 +12,12 @@
   lasting the VMM's `time_per_exit` ticks, and "guest" spans the time between
   two exits of the same vCPU. One unit of virtual time (a guest instruction, or
   an old tick) is shown as a nanosecond (`ts` and `dur` are in microseconds, so
-  a unit is 0.001). Opens in https://ui.perfetto.dev and chrome://tracing.
+  a unit is 0.001). In traces with measured VMM times (`exits.vmm_ns`) an exit is
+  a complete event lasting the host nanoseconds the VMM spent on it (`args`
+  `vmm_ns`; one not measured stays an instant), and every event after it moves
+  on by that much: the axis is guest instructions plus the VMM's measured time,
+  so nothing overlaps; `args` `time` keeps each exit's virtual time. Opens in
+  https://ui.perfetto.dev and chrome://tracing.
 - `csv`: one row per exit: seq, vcpu, time, reason, name, rip, length, info1,
   info2, aux1, aux2 (decimal) and the decoded qualification as compact JSON;
   with registers, one column per register after them (reg_rip, reg_rflags, ...).
@@ -84,6 +89,10 @@ def export_chrome(trace: Trace, out: IO[str]) -> int:
     """Trace Event Format; returns the number of events written."""
     tpe = trace.time_per_exit
     unit = "virtual tick" if tpe else "guest instruction"
+    costs = None if tpe else trace.vmm_ns()
+    scale = f"1 {unit} shown as 1 ns"
+    if costs is not None:
+        scale += "; an exit lasts the VMM's measured host time (wall-clock ns), which shifts what follows"
     image = str(trace.meta.get("image_path", "guest")).rsplit("/", 1)[-1]
     meta_events = [
         {"name": "process_name", "ph": "M", "pid": _PID, "tid": 0,
@@ -94,7 +103,7 @@ def export_chrome(trace: Trace, out: IO[str]) -> int:
         meta_events.append({"name": "thread_sort_index", "ph": "M", "pid": _PID, "tid": v, "args": {"sort_index": v}})
     out.write('{"displayTimeUnit": "ns", "otherData": ')
     json.dump({"generator": "vmmtui export", "trace": str(trace.path), "vendor": trace.vendor,
-               "time_unit": f"1 {unit} shown as 1 ns", "image_sha256": trace.meta.get("image_sha256"),
+               "time_unit": scale, "image_sha256": trace.meta.get("image_sha256"),
                "format_version": trace.meta.get("format_version")}, out, default=str)
     out.write(',\n"traceEvents": [\n')
     count = 0
@@ -112,24 +121,30 @@ def export_chrome(trace: Trace, out: IO[str]) -> int:
         emit(event)
     end: dict[int, int] = {}  # old traces: the end of each vCPU's previous exit
     last = 0  # time_per_exit 0: the time of the previous exit of any vCPU
+    shift = 0  # the measured VMM nanoseconds of the exits so far: what follows moves on by them
     for seq, vcpu, t, reason, rip, length, info1, info2, aux1, aux2, name, q in _rows(trace):
         start = t - tpe
         prev = end.get(vcpu, 0) if tpe else last
         if start > prev:
-            emit({"name": "guest", "cat": "guest", "ph": "X", "pid": _PID, "tid": vcpu, "ts": prev / 1000,
+            emit({"name": "guest", "cat": "guest", "ph": "X", "pid": _PID, "tid": vcpu, "ts": (prev + shift) / 1000,
                   "dur": (start - prev) / 1000})
-        args = {"seq": seq, "reason": reason, "rip": f"{rip:#x}", "length": length, "info1": f"{info1:#x}",
-                "info2": f"{info2:#x}", "aux1": f"{aux1:#x}", "aux2": f"{aux2:#x}"}
+        args = {"seq": seq, "time": t, "reason": reason, "rip": f"{rip:#x}", "length": length,
+                "info1": f"{info1:#x}", "info2": f"{info2:#x}", "aux1": f"{aux1:#x}", "aux2": f"{aux2:#x}"}
         args.update({k: _json_value(v) for k, v in q.items()})
-        event: dict[str, Any] = {"name": name, "cat": "exit", "pid": _PID, "tid": vcpu, "ts": start / 1000}
+        event: dict[str, Any] = {"name": name, "cat": "exit", "pid": _PID, "tid": vcpu, "ts": (start + shift) / 1000}
+        ns = costs[seq] if costs is not None else 0
         if tpe:
             event.update(ph="X", dur=tpe / 1000)
+        elif ns:  # the VMM's measured host time
+            event.update(ph="X", dur=ns / 1000)
+            args["vmm_ns"] = ns
         else:  # an exit takes no virtual time: a point on the vCPU's track
             event.update(ph="i", s="t")
         event["args"] = args
         emit(event)
         end[vcpu] = t
         last = max(last, t)
+        shift += ns
     out.write("\n]}\n")
     return count
 

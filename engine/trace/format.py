@@ -73,7 +73,8 @@ CREATE TABLE exits (
     info1  INTEGER NOT NULL,
     info2  INTEGER NOT NULL,
     aux1   INTEGER NOT NULL,
-    aux2   INTEGER NOT NULL
+    aux2   INTEGER NOT NULL,
+    vmm_ns INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE reasons (
     reason INTEGER PRIMARY KEY,
@@ -122,6 +123,11 @@ CREATE TABLE schedule (
     first_seq INTEGER,
     last_seq  INTEGER,
     why       TEXT
+);
+CREATE TABLE image (
+    sha256 TEXT PRIMARY KEY,
+    name   TEXT NOT NULL,
+    data   BLOB NOT NULL
 );
 CREATE VIEW exit_names AS
     SELECT e.seq, e.vcpu, e.time, e.reason, r.name, printf('%#x', e.rip) AS rip, e.length,

@@ -10,6 +10,7 @@ it committed; `Trace.complete` says whether it was closed cleanly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -345,6 +346,16 @@ class Trace:
                 yield [array(_TYPECODES[name], values) if name in _TYPECODES else to_unsigned(values)
                        for name, values in zip(EXIT_COLUMNS, zip(*rows))]
 
+    def vmm_ns(self) -> array | None:
+        """The host nanoseconds the VMM spent handling each exit (index: seq; 0: not
+        measured), from `exits.vmm_ns`; None in traces written before it was measured.
+        Wall time: it differs from run to run, and a replay never compares it."""
+        with self._guard("read the exit costs"):
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(exits)")}
+            if "vmm_ns" not in columns:
+                return None
+            return array("Q", [ns for (ns,) in self._db.execute("SELECT vmm_ns FROM exits ORDER BY seq")])
+
     # -- registers ---------------------------------------------------------------------
 
     def _index(self) -> dict[int, list[tuple[int, int]]]:
@@ -462,6 +473,22 @@ class Trace:
             why = "why" if "why" in columns else "NULL"
             return list(self._db.execute(f"SELECT vcpu, start, end, first_seq, last_seq, {why} FROM schedule "
                                          "ORDER BY start, id"))
+
+    def image(self) -> tuple[str, bytes] | None:
+        """(file name, bytes) of the guest image the trace carries, checked against
+        `meta.image_sha256`; None in traces written before images were kept."""
+        with self._guard("read the guest image"):
+            tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "image" not in tables:
+                return None
+            row = self._db.execute("SELECT name, data FROM image WHERE sha256 = ?",
+                                   (str(self.meta.get("image_sha256", "")),)).fetchone()
+        if row is None:
+            return None
+        name, data = str(row[0]), bytes(row[1])
+        if hashlib.sha256(data).hexdigest() != self.meta.get("image_sha256"):
+            raise TraceError(f"{self.path}: damaged trace: the guest image it carries does not match its SHA-256")
+        return name, data
 
     def describe(self) -> str:
         """One line: what the trace holds."""

@@ -11,7 +11,8 @@ writes the rest, sets `meta.ok = 1` and turns the file back into a single file
 
 A batch never includes the exit being taken: the engine may still complete its
 operands (an IN's value, a hypercall's result) after the listener returns, so a
-batch ends at the exit before it.
+batch ends at the exit before it. Each exit's row also holds `vmm_ns` (the host
+nanoseconds the VMM spent on it, `ExitLog.vmm_ns`), handled by then.
 
 A recorder attached to a machine that has already taken exits (`mid_run=True`,
 the TUI's record toggle) records from the next exit on: the trace numbers its
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ..loader import LoadedImage
     from ..machine import Machine, Stop
 
-_INSERT_EXITS = "INSERT INTO exits VALUES (?,?,?,?,?,?,?,?,?,?)"
+_INSERT_EXITS = "INSERT INTO exits VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 
 
 def _now() -> str:
@@ -105,6 +106,9 @@ class TraceWriter:
                     self._db.execute(statement)
             self._db.executemany("INSERT INTO registers VALUES (?, ?)", enumerate(self.registers))
             self._db.executemany("INSERT INTO meta VALUES (?, ?)", self._initial_meta(image).items())
+            if image.data:  # the trace carries its guest: replay re-runs it for memory, without the file
+                self._db.execute("INSERT INTO image VALUES (?, ?, ?)",
+                                 (image.sha256, Path(image.path).name, image.data))
             self._db.execute("COMMIT")
             # The schema and meta into the main file at once: a run killed before the
             # first automatic checkpoint still leaves a file that says what it is.
@@ -255,7 +259,7 @@ class TraceWriter:
             cols[1] = array(cols[1].typecode, [t - self.start_time for t in cols[1]])
         signed = [to_signed(c) if c.typecode == "Q" else c for c in cols]
         base = self.first_seq
-        db.executemany(_INSERT_EXITS, zip(range(lo - base, hi - base), *signed))
+        db.executemany(_INSERT_EXITS, zip(range(lo - base, hi - base), *signed, log.vmm_ns(lo, hi)))
         reasons = set(cols[2]) - self._reasons
         if reasons:
             db.executemany("INSERT OR IGNORE INTO reasons VALUES (?, ?)",
