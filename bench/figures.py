@@ -479,7 +479,7 @@ TRACE_ON, TRACE_OFF, TRACE_BPE, TRACE_REPLAY = ("exits_per_s_recording_on", "exi
                                                 "bytes_per_exit", "replay_exits_per_s")
 _TRACE_SHOWN = {TRACE_ON, TRACE_OFF, TRACE_BPE, TRACE_REPLAY, "recording_on_off_ratio", "trace_bytes",
                 "replay_registers_per_s", "replay_open_s", "exits", "rounds", "called_with",
-                "recording_cost_us_per_exit", "maxrss_kib", "wall"}
+                "recording_cost_us_per_exit", "maxrss_kib", "wall", "rerun_exits_per_s", "rerun_to_last_s"}
 
 
 def _trace_rows(samples: dict[str, list[dict[str, Any]]]) -> list[Row]:
@@ -522,6 +522,11 @@ def _trace_rows(samples: dict[str, list[dict[str, Any]]]) -> list[Row]:
         row.note = (f"{exits:,} exits" + (f", {num['replay_open_s']:.2f} s" if "replay_open_s" in num else "")
                     + "; reading, not re-running the guest")
         out.append(row)
+    if "rerun_exits_per_s" in num:
+        out.append(Row("f", "replay re-run to the last exit (memory, page tables, VMCS / VMCB there)",
+                       value=num["rerun_exits_per_s"], unit="exits/s",
+                       note=f"{exits:,} exits re-run and checked against the trace in "
+                            f"{num.get('rerun_to_last_s', 0):.2f} s: what a backward move from the end costs"))
     rest = {k: v for k, v in r.items() if k not in _TRACE_SHOWN}
     shown = "; ".join(f"{k} = {_show(v)}" for k, v in sorted(rest.items()))
     if not out:

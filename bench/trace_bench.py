@@ -19,6 +19,9 @@ noisy: compare figures from the same run, not across runs):
 - the trace's size on disk over its exits;
 - replay (read) speed: opening the trace and reading every exit as columns,
   then decoding every exit's registers from keyframes and deltas;
+- the replay's re-run (engine/trace/rerun.py): the guest re-run from launch to
+  the trace's last exit, checked against it, for the memory / page-table /
+  VMCS panes there (what a backward move from the end costs);
 - the overhead model's costs on this engine, each as the median over fresh
   machines of (run with the exits) - (the same run without them), per exit:
   an I/O exit (the bench_out loop: OUT to a port with no device, the bare
@@ -51,6 +54,7 @@ from engine.config import MachineConfig  # noqa: E402
 from engine.loader import load  # noqa: E402
 from engine.machine import Machine  # noqa: E402
 from engine.trace import TraceWriter, open_trace  # noqa: E402
+from engine.trace.rerun import Rerun  # noqa: E402
 
 COUNT_OFFSET = 0x1F8
 BUILT_COUNT = 1_000_000
@@ -228,6 +232,13 @@ def measure(count: int = 1_000_000, rounds: int = 2, costs: bool = True, verify:
         result["replay_exits_per_s"] = n / t_exits
         result["replay_registers_per_s"] = n / t_regs
         result["replay_open_s"] = t_exits
+        # The replay's re-run for memory / page tables / VMCS at the last exit: the worst case,
+        # what a backward move from there costs (engine/trace/rerun.py).
+        started = time.perf_counter()
+        Rerun(trace).seek(n - 1)
+        t_rerun = time.perf_counter() - started
+        result["rerun_exits_per_s"] = n / t_rerun
+        result["rerun_to_last_s"] = t_rerun
         if verify:
             from engine.trace.verify import verify as verify_trace
 
@@ -253,6 +264,8 @@ def _report(r: dict[str, Any]) -> str:
         f"{r['replay_open_s']:.2f} s)",
         f"  replay regs     {r['replay_registers_per_s']:>12,.0f} exits/s (registers from keyframes + deltas)",
     ]
+    lines.append(f"  replay re-run   {r['rerun_exits_per_s']:>12,.0f} exits/s (memory etc. at the last exit: "
+                 f"{r['rerun_to_last_s']:.2f} s)")
     if "verify_exits_per_s" in r:
         lines.append(f"  replay --verify {r['verify_exits_per_s']:>12,.0f} exits/s")
     if "c1_us" in r:

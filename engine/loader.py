@@ -64,16 +64,20 @@ class LoadedImage:
 
 def load(machine: Machine, path: str | Path) -> LoadedImage:
     """Load the image at `path` into `machine` and set its vCPU 0 at the entry point."""
+    return load_bytes(machine, read_image(path), path)
+
+
+def read_image(path: str | Path) -> bytes:
+    """The bytes of the image file at `path` (ImageError with one clear line if unreadable)."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{p}: is a directory, not an image") from None
     except OSError as e:
         raise ImageError(f"{p}: cannot read: {e.strerror}") from None
-    return load_bytes(machine, data, p)
 
 
 def load_bytes(machine: Machine, data: bytes, path: str | Path) -> LoadedImage:

@@ -12,7 +12,8 @@ from engine.config import MachineConfig
 from engine.loader import load
 from engine.machine import Machine
 from engine.trace import TraceWriter, open_trace
-from engine.trace.verify import ImageChanged, verify
+from engine.trace.guest import ImageChanged
+from engine.trace.verify import verify
 from vmmtui.cli import EXIT_USAGE, main
 
 BUNDLED = sorted(p.name for p in list(GUESTS.glob("*.img")) + list(GUESTS.glob("*.elf"))

@@ -1,22 +1,27 @@
-"""Replay: the debugger on a recorded trace, without running anything.
+"""Replay: the debugger on a recorded trace.
 
 `ReplaySession` offers what the panes read from a live `Session` (`machine.exits`,
 `machine.hw`, `regs`, the console, ...) from a trace, at a *position*: the
 selected exit. The registers are those at that exit (keyframe + deltas); the
 console shows what the guest had written by the end of that exit's handling;
-the exit log, the exit detail and the vCPU schedule show the whole trace.
-Panes that need a past state the trace does not hold (guest memory, page
-tables, disassembly, the VMCS / VMCB) say so instead of showing today's.
+the exit log, the exit detail and the vCPU schedule show the whole trace. None
+of that runs anything. What the trace does not hold (guest memory, the page
+tables and the EPT / NPT, the VMCS / VMCB, the code to disassemble, EFER) comes
+from the guest re-run to the selected exit (`engine.trace.rerun`, checked exit
+by exit against the trace): the state a live session stopped at that exit
+shows. In the TUI a worker thread re-runs while the panes say so.
 
 Commands (`:` line, palette keys, `vmmtui replay TRACE --script FILE`):
 `next [N]` / `prev [N]` move through the exits (among those the filter shows,
 when one is set), `goto N`, `goto time T`, `goto first|last`, `break exit
 FILTER` + `continue` / `rcontinue` jump to the next / previous matching exit,
-`filter`, `exit N`, `regs`, `console`, `info`, `help`, `quit`.
+`filter`, `exit N`, `regs`, `console`, `info`, `mem`, `disasm`, `translate`,
+`pagetables`, `vmcs`, `help`, `quit`.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,33 +31,28 @@ from rich.text import Text
 from textual.binding import Binding
 
 from engine.errors import EngineError
-from engine.machine import Stop, StopReason
+from engine.machine import Machine, Stop, StopReason
 from engine.trace.format import TraceError
 from engine.trace.reader import Trace
+from engine.trace.rerun import Rerun
 
 from .commands import COMMANDS, PANES, CommandError, CommandTable, Outcome
 from .views.console import console_view
 from .views.exit_log import ExitRows, exit_row_text
 from .views.exit_select import FilterPlan
-from .views.registers import CHANGED, CR0_BITS, CR4_BITS, GPRS, RFLAGS_BITS, bits
+from .views.registers import CHANGED, CR0_BITS, CR4_BITS, EFER_BITS, GPRS, RFLAGS_BITS, bits
 from .widgets.pane import Pane
 
-NOT_RECORDED = {
-    "vmcs": ("VMCS / VMCB", "the {structure} as it was at a past exit is not in the trace: the exit's own "
-                            "fields are in the exit detail pane, the guest registers in the registers pane"),
-    "disasm": ("disassembly", "disassembly needs guest memory at the selected exit, and a trace holds no "
-                              "guest memory yet"),
-    "pagetables": ("page tables", "the guest's page tables and the {slat} are guest and host memory at the "
-                                  "selected exit, which a trace does not hold yet"),
-    "memory": ("memory", "guest memory at a past exit is not in the trace (a trace records exits, registers "
-                         "and console output, not memory)"),
-}
-
-
 class NotInTrace(EngineError):
-    """Something a replay cannot show: the trace does not hold it."""
+    """Something a replay cannot show: the trace does not hold it and no re-run gives it."""
 
     title = "not in the trace"
+
+
+class RerunPending(NotInTrace):
+    """The state at the selected exit is being rebuilt (the TUI re-runs in a worker)."""
+
+    title = "re-running"
 
 
 # -- the session ------------------------------------------------------------------------
@@ -88,28 +88,46 @@ class ReplayMachine:
         return b"".join(d for when, d in self._serial if when <= t)
 
     def registers(self, vcpu: int = 0) -> dict[str, int]:
-        return dict(self._session.regs)
+        """The registers at the selected exit; EFER, which the trace lacks, from the re-run."""
+        regs = dict(self._session.regs)
+        regs.setdefault("efer", self._session.state("EFER").registers(vcpu)["efer"])
+        return regs
 
-    def _absent(self, what: str) -> NotInTrace:
-        return NotInTrace(f"{what} at a past exit is not in the trace")
+    # What the trace does not hold comes from the guest re-run to the selected exit
+    # (`engine.trace.rerun`): the state a live session stopped there would show.
 
     def guest_state(self, vcpu: int = 0) -> Any:
-        raise self._absent("the hidden segment state")
+        return self._session.state("the hidden segment state").guest_state(vcpu)
 
     def read_gpa(self, gpa: int, size: int) -> bytes:
-        raise self._absent("guest memory")
+        return self._session.state("guest memory").read_gpa(gpa, size)
 
     def read_gva(self, gva: int, size: int, vcpu: int = 0) -> bytes:
-        raise self._absent("guest memory")
+        return self._session.state("guest memory").read_gva(gva, size, vcpu)
 
     def translate(self, gva: int, vcpu: int = 0) -> Any:
-        raise self._absent("the guest's page tables")
+        return self._session.state("the guest's page tables").translate(gva, vcpu)
 
     def structure(self, vcpu: int = 0) -> Any:
-        raise self._absent(f"the {self.hw.structure_name}")
+        return self._session.state(f"the {self.hw.structure_name}").structure(vcpu)
+
+    def structure_fields(self, vcpu: int = 0) -> list[tuple[str, str, int, int]]:
+        return self._session.state(f"the {self.hw.structure_name}").structure_fields(vcpu)
 
     def code_bits(self, vcpu: int = 0) -> tuple[int, int]:
-        raise self._absent("the code segment")
+        return self._session.state("the code segment").code_bits(vcpu)
+
+    @property
+    def host(self) -> Any:
+        return self._session.state("host memory").host
+
+    @property
+    def mem(self) -> Any:
+        return self._session.state("guest memory").mem
+
+    @property
+    def slat(self) -> Any:
+        return self._session.state(f"the {'EPT' if self.vendor == 'intel' else 'NPT'}").slat
 
     def send_serial(self, data: bytes) -> None:
         raise NotInTrace("a replay runs nothing: the guest cannot take input")
@@ -130,8 +148,17 @@ class ReplaySession:
     break_filters: list[tuple[int, str]] = field(default_factory=list)
     replay: bool = True
 
+    #: Exits a re-run may take inline even in the TUI (a few milliseconds): no "re-running…" flash.
+    INLINE_RERUN = 2000
+
     def __post_init__(self) -> None:
         self.machine = ReplayMachine(self.trace, self)
+        self.rerun = Rerun(self.trace)
+        #: The TUI re-runs in a worker (`seek_state`) and the panes wait; else `state` re-runs inline.
+        self.rerun_in_background = False
+        self._state_error: tuple[int, EngineError] | None = None  # why the state at an exit is not there
+        self._seeking = threading.Lock()  # one re-run at a time: the TUI's worker or an inline one
+        self._fields_at: tuple[int | None, int] | None = None  # (position, vcpu) of `fields`
         self.last_stop = self.machine.stop
         self.exit_breaks: list[Any] = []
         self.address_breaks: dict[int, int] = {}
@@ -234,13 +261,65 @@ class ReplaySession:
             seq = len(self) - 1 if forward else 0
         return self.goto(seq)
 
+    # -- the state the trace does not hold: from the re-run ----------------------------
+
+    def state(self, what: str) -> Machine:
+        """The guest re-run to the selected exit (see `engine.trace.rerun`); NotInTrace,
+        naming `what` was asked for, when it cannot get there."""
+        pos = self.position
+        if pos is None:
+            raise NotInTrace(f"{what}: the trace has no exits")
+        if self.rerun.position == pos and self.rerun.machine is not None:
+            return self.rerun.machine
+        if self._state_error is not None and self._state_error[0] == pos:
+            raise self._failed(what, self._state_error[1])
+        if not self.rerun_in_background:
+            return self.seek_state(pos, what)
+        # The TUI: a worker re-runs; a short way is taken here, unless the worker is busy.
+        if self.rerun.cost(pos) <= self.INLINE_RERUN and self._seeking.acquire(blocking=False):
+            try:
+                return self._seek(pos, what)
+            finally:
+                self._seeking.release()
+        raise RerunPending(f"{what} at exit {pos:,}: re-running the guest to it…")
+
+    def needs_rerun(self) -> bool:
+        """Whether the state at the selected exit is neither there nor known to be out of reach."""
+        pos = self.position
+        return (pos is not None and self.rerun.position != pos
+                and (self._state_error is None or self._state_error[0] != pos))
+
+    def seek_state(self, seq: int, what: str = "the state") -> Machine:
+        """Re-run the guest to exit `seq` now (the caller's thread); NotInTrace if it cannot."""
+        with self._seeking:
+            return self._seek(seq, what)
+
+    def _seek(self, seq: int, what: str) -> Machine:
+        try:
+            return self.rerun.seek(seq)
+        except EngineError as e:
+            self._state_error = (seq, e)
+            raise self._failed(what, e) from None
+
+    def _failed(self, what: str, error: EngineError) -> NotInTrace:
+        return NotInTrace(f"{what} at exit {self.position:,} comes from re-running the guest, which failed: {error}")
+
     # -- what the panes ask ----------------------------------------------------------
 
     def changed_registers(self) -> set[str]:
         return {k for k, v in self.regs.items() if self.prev_regs.get(k) != v}
 
     def changed_fields(self) -> set[str]:
-        return set()
+        """VMCS / VMCB fields that differ from the exit shown before this one (the re-run's)."""
+        try:
+            machine = self.state("the VMCS / VMCB")
+        except NotInTrace:
+            return set()
+        key = (self.position, self.vcpu)
+        if key != self._fields_at:
+            fields = {name: value for _g, name, _e, value in machine.structure_fields(self.vcpu)}
+            self.prev_fields, self.fields, self._fields_at = self.fields or fields, fields, key
+        return {k for k, v in self.fields.items() if self.prev_fields.get(k) != v}
 
     def mark_stop(self, stop: Stop | None) -> None:
         """Nothing runs in a replay (Session compatibility)."""
@@ -248,12 +327,22 @@ class ReplaySession:
 
 # -- views --------------------------------------------------------------------------------
 
-def _mode(regs: dict[str, int]) -> str:
+def _efer(session: ReplaySession) -> int | None:
+    """EFER at the selected exit, from the re-run; None while it is not there."""
+    try:
+        return session.machine.registers(session.vcpu)["efer"]
+    except NotInTrace:
+        return None
+
+
+def _mode(regs: dict[str, int], efer: int | None) -> str:
     cr0 = regs.get("cr0", 0)
     if not cr0 & 1:
         return "real"
     if cr0 >> 31 and regs.get("cr4", 0) & (1 << 5):
-        return "protected + PAE paging, or long (EFER is not in the trace)"
+        if efer is None:
+            return "protected + PAE paging, or long (EFER: not re-run yet)"
+        return "long" if efer & (1 << 10) else "protected + PAE paging"  # EFER.LMA (SDM Vol. 3 2.2.1)
     return "protected" + (" + paging" if cr0 >> 31 else "")
 
 
@@ -280,12 +369,13 @@ def registers_view(session: ReplaySession, wide: bool = True) -> RenderableType:
     if session.position is None:
         return Text("the trace has no exits", style="dim")
     changed = session.changed_registers()
+    efer = _efer(session)
 
     def value(name: str, width: int = 16) -> Text:
         return Text(f"{regs.get(name, 0):0{width}x}", style=CHANGED if name in changed else "")
 
     head = Text.assemble(("vCPU ", "dim"), (str(session.vcpu), "bold"), ("  at exit ", "dim"),
-                         (f"{session.position:,}", "bold"), ("  mode ", "dim"), (_mode(regs), "bold"))
+                         (f"{session.position:,}", "bold"), ("  mode ", "dim"), (_mode(regs, efer), "bold"))
     gpr = Table.grid(padding=(0, 1))
     cols = 2 if wide else 1
     for _ in range(cols):
@@ -316,18 +406,11 @@ def registers_view(session: ReplaySession, wide: bool = True) -> RenderableType:
     for name, names_ in (("cr0", CR0_BITS), ("cr2", ()), ("cr3", ()), ("cr4", CR4_BITS), ("fs_base", ()),
                          ("gs_base", ())):
         bases.add_row(name, value(name), bits(regs.get(name, 0), names_))
-    note = Text("segment bases / limits / attributes, GDTR, IDTR, EFER: not in the trace", style="dim italic")
+    if efer is not None:
+        bases.add_row("efer", Text(f"{efer:016x}"), bits(efer, EFER_BITS))
+    note = Text("segment bases / limits / attributes, GDTR, IDTR: the VMCS / VMCB guest state (re-run)",
+                style="dim italic")
     return Group(head, gpr, flags, segs, bases, note)
-
-
-def not_recorded_view(session: ReplaySession, pane: str) -> Text:
-    """What a pane that needs a past state the trace lacks shows."""
-    title, message = NOT_RECORDED[pane]
-    slat = "EPT" if session.machine.vendor == "intel" else "NPT"
-    where = f"at exit {session.position:,}" if session.position is not None else ""
-    return Text.assemble((f"{title} {where}: not recorded\n\n", "bold"),
-                         (message.format(structure=session.machine.hw.structure_name, slat=slat), "italic"),
-                         ("\n\nA replay shows the trace only; `vmmtui GUEST` runs the guest live.", "dim"))
 
 
 def info_view(session: ReplaySession) -> Table:
@@ -352,8 +435,7 @@ def info_view(session: ReplaySession) -> Table:
 
 def _live_only(word: str) -> str | None:
     if word in _LIVE_ONLY:
-        return (f"{word}: not in a replay (the trace holds no guest memory, page tables or VMCS / VMCB at "
-                "past exits; run the guest live for that)")
+        return f"{word}: not in a replay ({_LIVE_ONLY[word]})"
     return None
 
 
@@ -525,14 +607,15 @@ def _help(session: ReplaySession, args: list[str]) -> Outcome:
     return REPLAY.help(args, "replay commands")
 
 
-# The screen commands read nothing of the session: the live ones serve a replay too.
-for _name in ("pane", "theme", "quit"):
+# The screen commands read nothing of the session, and the views of memory, page
+# tables and the VMCS / VMCB read the re-run machine (ReplayMachine): the live ones
+# serve a replay too.
+for _name in ("pane", "theme", "quit", "mem", "disasm", "translate", "pagetables", "vmcs"):
     REPLAY.add(COMMANDS[_name])
 
 
-_LIVE_ONLY = {"memory": "mem", "mem": "mem", "disasm": "disasm", "x": "disasm", "u": "disasm",
-              "translate": "translate", "t": "translate", "pagetables": "pagetables", "pt": "pagetables",
-              "vmcs": "vmcs", "vmcb": "vmcs", "send": "send", "vcpu": "vcpu"}
+_LIVE_ONLY = {"send": "nothing runs: the guest cannot take input",
+              "vcpu": "the panes show the vCPU of the selected exit; goto an exit of another vCPU"}
 
 
 # -- the TUI --------------------------------------------------------------------------------
@@ -544,18 +627,6 @@ class ReplayRegistersPane(Pane):
 
     def render_view(self, session):  # noqa: ANN001, ANN201
         return registers_view(session, wide=self.size.width >= 44 or self.size.width == 0)
-
-
-class NotRecordedPane(Pane):
-    """A pane whose past state the trace does not hold: it says so."""
-
-    def __init__(self, pane: str, *, id: str | None = None) -> None:
-        self.pane = pane
-        self.TITLE = f"{NOT_RECORDED[pane][0]} (not in the trace)"
-        super().__init__(id=id)
-
-    def render_view(self, session):  # noqa: ANN001, ANN201
-        return not_recorded_view(session, self.pane)
 
 
 class ReplayConsolePane(Pane):
@@ -577,6 +648,8 @@ def _replay_app_class() -> type:
         return _APP_CLASS[0]
     from .app import ExitDetailPane, VmmApp  # the app imports panes; import it only for the TUI
     from .widgets.exit_log import ExitLogView
+    from .widgets.page_tables import PageTablesPane
+    from .widgets.structure import StructurePane
 
     class ReplayApp(VmmApp):
         """The TUI on a trace: the live app with replay panes and replay commands."""
@@ -591,13 +664,14 @@ def _replay_app_class() -> type:
 
         def compose(self):  # noqa: ANN201
             swap = {"registers": lambda: ReplayRegistersPane(id="registers"),
-                    "console": lambda: ReplayConsolePane(id="console"),
-                    **{name: (lambda n=name: NotRecordedPane(n, id=n)) for name in NOT_RECORDED}}
+                    "console": lambda: ReplayConsolePane(id="console")}
             for widget in super().compose():
                 make = swap.get(widget.id or "")
                 yield make() if make is not None else widget
 
         def on_mount(self) -> None:
+            self._rerunning = False
+            self.session.rerun_in_background = True  # the re-run must not freeze the screen
             super().on_mount()
             session = self.session
             state = "" if session.trace.complete else " — incomplete trace"
@@ -636,7 +710,35 @@ def _replay_app_class() -> type:
             self.query_one(ExitLogView).refresh_count()
             for pane in self.query(Pane):
                 pane.refresh_from(session)
+            self.query_one(StructurePane).refresh_from(session)
+            self.query_one(PageTablesPane).refresh_from(session)
             self.query_one("#status").update(position_line(session))
+            self._want_state()
+
+        def _want_state(self) -> None:
+            """Re-run the guest to the selected exit in a worker, unless it is there (or cannot be)."""
+            if self._rerunning or not self.session.needs_rerun():
+                return
+            self._rerunning = True
+            self.run_worker(self._rerun_to_position, thread=True, group="rerun")
+
+        def _rerun_to_position(self) -> None:
+            session = self.session
+            while True:  # the user may move on while it runs: follow until it catches up
+                target = session.position
+                if target is None:
+                    break
+                try:
+                    session.seek_state(target)
+                except NotInTrace:
+                    pass  # kept by the session; the panes say why
+                if session.position == target:
+                    break
+            self.call_from_thread(self._rerun_done)
+
+        def _rerun_done(self) -> None:
+            self._rerunning = False
+            self._refresh_panes()
 
         def _select_exit(self, seq: int, move_cursor: bool = True) -> None:
             session = self.session

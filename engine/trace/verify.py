@@ -38,11 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImageError
-from ..loader import load
 from ..machine import Machine, Stop, StopReason
 from ..vcpu import SNAPSHOT_REGS
 from .format import TraceError
+from .guest import start
 from .reader import Trace
 
 _EARLY = ("reason", "rip", "length", "info1", "info2", "vcpu", "time")
@@ -50,12 +49,6 @@ _LATE = ("aux1", "aux2")
 _DECIMAL = frozenset({"vcpu", "time", "length", "exits", "seq"})
 #: Recorded stops after which the guest could have gone on (the trace is a prefix).
 _OPEN_ENDED = frozenset({"max-exits", "timeout", "pause", "exit", "breakpoint", "step", None})
-
-
-class ImageChanged(TraceError):
-    """The image to re-run is not the one the trace was recorded with."""
-
-    title = "image changed"
 
 
 @dataclass(frozen=True)
@@ -292,23 +285,15 @@ def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change:
            timeout: float | None = None) -> VerifyResult:
     """Re-run the traced guest and compare; see the module docstring.
 
-    `image` defaults to the image path stored in the trace. An image whose SHA-256
+    `image` defaults to the image path stored in the trace, or, when that file is
+    gone, the copy of the image the trace carries. An image whose SHA-256
     differs from the trace's raises `ImageChanged` naming both hashes, unless
     `allow_image_change` (then the comparison shows where the change shows).
     `timeout` bounds the re-run in seconds (default: 60 s or 20x the recorded
     run's time, whichever is longer).
     """
-    recorded_sha = str(trace.meta.get("image_sha256", ""))
-    path = Path(image) if image is not None else Path(str(trace.meta.get("image_path", "")))
-    if image is None and not path.is_file():
-        raise ImageError(f"{path}: the trace's image is not there any more (name it: "
-                         f"vmmtui replay --verify {trace.path} GUEST)")
-    machine = Machine(trace.config())
-    loaded = load(machine, path)
-    changed = loaded.sha256 != recorded_sha
-    if changed and not allow_image_change:
-        raise ImageChanged(f"{path}: SHA-256 {loaded.sha256} differs from the traced image's {recorded_sha} "
-                           "(--allow-image-change compares anyway)")
+    machine, loaded, changed = start(trace, image, allow_image_change=allow_image_change)
+    path = loaded.path
     checker = _Checker(trace, machine)
     machine.on_exit(checker)
     machine.on_inject(lambda time, vcpu, vector: checker.injected.append((time - checker.start_time, vcpu, vector)))

@@ -136,7 +136,7 @@ def structure_snapshot(session: Session) -> StructureSnapshot:
     """Read the selected vCPU's VMCS / VMCB once and decode every field."""
     hw = session.machine.hw
     vendor = hw.vendor
-    fields = hw.structure_fields(session.vcpu)
+    fields = session.machine.structure_fields(session.vcpu)
     context = {name: value for _group, name, _where, value in fields}
     changed = session.changed_fields()
     exited = _has_exited(session)
@@ -151,7 +151,7 @@ def structure_snapshot(session: Session) -> StructureSnapshot:
             decoding = describe_field(vendor, name, value, context=context)
         rows.append(FieldRow(group, name, where, f"0x{where:0{where_digits}x}", value,
                              format_value(value, field_bits(vendor, name)), decoding, name in changed))
-    structure = hw.structure(session.vcpu)
+    structure = session.machine.structure(session.vcpu)
     if hw.structure_name == "VMCS":
         state = "launched" if getattr(structure, "launched", False) else "clear"
         head = f"VMCS (vCPU {session.vcpu}, {state})"

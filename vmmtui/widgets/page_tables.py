@@ -142,7 +142,7 @@ class PageTablesPane(Widget):
         if not self._ready:
             return
         self._rebuild(self.guest_tree, lambda: self._guest_items(session), "guest page tables")
-        kind = getattr(getattr(session.machine, "slat", None), "kind", "EPT / NPT")
+        kind = "EPT" if session.machine.vendor == "intel" else "NPT"
         self._rebuild(self.slat_tree, lambda: self._slat_items(session), kind)
         if self.translation_gva is not None:
             self.show_translation(self.translation_gva)
