@@ -16,7 +16,7 @@ from rich.console import Console
 from conftest import GUESTS
 from engine.config import MachineConfig
 from engine.loader import load
-from engine.machine import Machine, StopReason
+from engine.machine import Machine
 from engine.trace import TraceWriter, open_trace
 from engine.trace.rerun import Rerun, RerunFailed
 from vmmtui.cli import main
@@ -209,3 +209,20 @@ def test_the_tui_re_runs_in_a_worker_and_the_panes_show_the_state(tmp_path):
             await pilot.press("q")
 
     asyncio.run(go())
+
+
+def test_a_trace_started_mid_run_re_runs_from_launch(tmp_path):
+    # The TUI's record toggle starts a trace at session exit F: its exit k is the session's F + k,
+    # and the state there comes from a re-run from launch through the F unrecorded exits.
+    machine = Machine(MachineConfig(vendor="amd"))
+    image = load(machine, GUESTS / "paging.img")
+    machine.run(max_exits=40)
+    path = tmp_path / "mid.vmtrace"
+    writer = TraceWriter(path, machine, image, mid_run=True)
+    _stepped, states = _stepped_states(GUESTS / "paging.img", vendor="amd")
+    writer.close(machine.run(timeout=30))
+    session = ReplaySession(open_trace(path))
+    assert session.trace.meta["first_seq"] == 40
+    for k in (0, 17, len(session) - 1, 5):
+        session.goto(k)
+        assert _state(session.state("test")) == states[40 + k], k
