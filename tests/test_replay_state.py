@@ -9,6 +9,8 @@ import hashlib
 import io
 import shutil
 import sqlite3
+import threading
+import time
 
 import pytest
 from rich.console import Console
@@ -18,7 +20,7 @@ from engine.config import MachineConfig
 from engine.loader import load
 from engine.machine import Machine
 from engine.trace import TraceWriter, open_trace
-from engine.trace.rerun import Rerun, RerunFailed
+from engine.trace.rerun import Rerun, RerunCancelled, RerunFailed
 from vmmtui.cli import main
 from vmmtui.commands import CommandError
 from vmmtui.replay import NotInTrace, ReplaySession, execute, make_replay_app
@@ -226,3 +228,48 @@ def test_a_trace_started_mid_run_re_runs_from_launch(tmp_path):
     for k in (0, 17, len(session) - 1, 5):
         session.goto(k)
         assert _state(session.state("test")) == states[40 + k], k
+
+
+def test_a_trace_of_the_old_time_model_says_why_it_cannot_be_re_run(tmp_path, capsys):
+    path = tmp_path / "old.vmtrace"
+    _record(path, GUESTS / "cpuid.img")
+    with sqlite3.connect(path) as db:  # as a recorder from before instructions were counted wrote it
+        db.execute("DELETE FROM meta WHERE key = 'time_per_exit'")
+        db.execute("UPDATE exits SET time = (seq + 1) * 1000")
+    session = ReplaySession(open_trace(path))
+    with pytest.raises(NotInTrace, match="differs from the trace at exit 0: time: expected 1000, got .*recorded "
+                                         "with the old time model, an exit costing 1000 ticks"):
+        session.machine.read_gpa(0x7C00, 16)
+    assert main(["replay", "--verify", str(path)]) == 1
+    assert "note: the trace was recorded with the old time model" in capsys.readouterr().out
+
+
+def test_a_long_re_run_can_be_cancelled_and_goes_on_from_where_it_stopped(tmp_path):
+    data = bytearray((GUESTS / "bench_out.img").read_bytes())
+    data[0x1F8:0x1FC] = (60_000).to_bytes(4, "little")  # 60,000 OUT exits, then the debug exit
+    image = tmp_path / "out.img"
+    image.write_bytes(bytes(data))
+    path = tmp_path / "out.vmtrace"
+    _record(path, image)
+    rerun = Rerun(open_trace(path))
+    last = len(rerun.trace) - 1
+
+    def cancel_once_running():  # as the TUI does when the user moves on
+        while not (rerun.machine is not None and len(rerun.machine.exits) > 1000):
+            time.sleep(0.001)
+        rerun.cancel()
+
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
+    with pytest.raises(RerunCancelled, match=f"the re-run to exit {last} was cancelled at exit"):
+        rerun.seek(last)
+    canceller.join()
+    stopped = rerun.position
+    assert stopped is not None and 0 < stopped < last and rerun.reached == stopped
+    assert rerun.machine.exits.rip[stopped] == rerun.trace.exits.rip[stopped]
+    ran = rerun.exits_run
+    rerun.seek(last)  # on from there: no restart, no exit run twice
+    assert rerun.restarts == 1 and rerun.exits_run == ran + (last - stopped)
+    assert rerun.position == last
+    rerun.cancel()  # nothing running: it does nothing
+    assert rerun.seek(last) is rerun.machine

@@ -34,7 +34,7 @@ from engine.errors import EngineError
 from engine.machine import Machine, Stop, StopReason
 from engine.trace.format import TraceError
 from engine.trace.reader import Trace
-from engine.trace.rerun import Rerun
+from engine.trace.rerun import Rerun, RerunCancelled
 
 from .commands import COMMANDS, PANES, CommandError, CommandTable, Outcome
 from .views.console import console_view
@@ -53,6 +53,7 @@ class RerunPending(NotInTrace):
     """The state at the selected exit is being rebuilt (the TUI re-runs in a worker)."""
 
     title = "re-running"
+    transient = True  # panes show it as a note, not as an error
 
 
 # -- the session ------------------------------------------------------------------------
@@ -279,6 +280,8 @@ class ReplaySession:
         if self.rerun.cost(pos) <= self.INLINE_RERUN and self._seeking.acquire(blocking=False):
             try:
                 return self._seek(pos, what)
+            except RerunCancelled:
+                pass  # a cancel meant for the worker's last run: the worker goes on from here
             finally:
                 self._seeking.release()
         raise RerunPending(f"{what} at exit {pos:,}: re-running the guest to it…")
@@ -671,6 +674,8 @@ def _replay_app_class() -> type:
 
         def on_mount(self) -> None:
             self._rerunning = False
+            self._rerun_target: int | None = None
+            self._quitting = False
             self.session.rerun_in_background = True  # the re-run must not freeze the screen
             super().on_mount()
             session = self.session
@@ -717,24 +722,37 @@ def _replay_app_class() -> type:
 
         def _want_state(self) -> None:
             """Re-run the guest to the selected exit in a worker, unless it is there (or cannot be)."""
-            if self._rerunning or not self.session.needs_rerun():
+            session = self.session
+            if self._rerunning:
+                if session.position != self._rerun_target:
+                    session.rerun.cancel()  # the worker takes the new position from where it stopped
+                return
+            if not session.needs_rerun():
                 return
             self._rerunning = True
             self.run_worker(self._rerun_to_position, thread=True, group="rerun")
 
         def _rerun_to_position(self) -> None:
             session = self.session
-            while True:  # the user may move on while it runs: follow until it catches up
-                target = session.position
+            while not self._quitting:  # the user may move on while it runs: follow until it catches up
+                target = self._rerun_target = session.position
                 if target is None:
                     break
                 try:
                     session.seek_state(target)
                 except NotInTrace:
                     pass  # kept by the session; the panes say why
+                except RerunCancelled:
+                    continue
                 if session.position == target:
                     break
-            self.call_from_thread(self._rerun_done)
+            if not self._quitting:
+                self.call_from_thread(self._rerun_done)
+
+        def _ui_quit(self) -> None:
+            self._quitting = True  # a re-run in progress stops at its next exit: quitting does not wait
+            self.session.rerun.cancel()
+            super()._ui_quit()
 
         def _rerun_done(self) -> None:
             self._rerunning = False

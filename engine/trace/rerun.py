@@ -34,6 +34,10 @@ class RerunFailed(TraceError):
     title = "re-run differs"
 
 
+class RerunCancelled(Exception):
+    """`cancel()` stopped a seek on its way; the re-run stands at an earlier exit."""
+
+
 class Rerun:
     """The traced run, re-executed on demand up to a selected exit (see the module)."""
 
@@ -52,6 +56,7 @@ class Rerun:
         self.seconds = 0.0  # wall-clock time spent re-running
         self._checker: _Checker | None = None
         self._failure: tuple[int, RerunFailed] | None = None  # (first bad exit, why)
+        self._cancelled = False  # cancel() was called during the running seek
 
     def cost(self, seq: int) -> int:
         """How many exits `seek(seq)` would re-execute."""
@@ -69,6 +74,7 @@ class Rerun:
         if self._failure is not None and seq >= self._failure[0]:
             raise self._failure[1]
         started = time.perf_counter()
+        self._cancelled = False
         try:
             return self._seek(seq)
         finally:
@@ -81,6 +87,9 @@ class Rerun:
         machine, checker = self.machine, self._checker
         assert machine is not None and checker is not None
         if seq > self.reached:
+            if self._cancelled:  # while the machine was being built
+                self.position = self.reached if self.reached >= 0 else None
+                raise RerunCancelled(f"the re-run to exit {seq} was cancelled at exit {self.reached}")
             self.position = None  # running: no state to read until it stops
             before = len(machine.exits)
             stop = machine.run(max_exits=self.first + seq + 1, timeout=self.timeout)
@@ -92,6 +101,10 @@ class Rerun:
                 checker.check(min(self.reached + 1, len(self.trace)))
             if checker.divergence is not None:
                 self._fail(checker.divergence)
+            if self.reached < seq and stop.reason is StopReason.PAUSE:
+                # cancel(): the machine stopped after handling an earlier exit, a state as good as any.
+                self.position = self.reached if self.reached >= 0 else None
+                raise RerunCancelled(f"the re-run to exit {seq} was cancelled at exit {self.reached}")
             if self.reached < seq:
                 how = ("timed out" if stop.reason is StopReason.TIMEOUT
                        else f"stopped ({stop.reason.value}: {stop.message})")
@@ -99,6 +112,14 @@ class Rerun:
                                       f"none: the re-run {how} after {len(machine.exits)} exits"))
         self.position = seq
         return machine
+
+    def cancel(self) -> None:
+        """Stop a `seek` running in another thread as soon as it can (it raises
+        RerunCancelled); safe to call at any time."""
+        self._cancelled = True
+        machine = self.machine
+        if machine is not None and self.position is None:
+            machine.pause()
 
     def _restart(self) -> None:
         machine, _loaded, _changed = start(self.trace, self._image, carried_first=True)
@@ -109,8 +130,13 @@ class Rerun:
 
     def _fail(self, divergence: Divergence) -> None:
         seq = divergence.seq if divergence.seq is not None else len(self.trace)
-        failure = RerunFailed(f"re-running the guest differs from the trace at {divergence}"
-                              f"{' (a --fast trace is not exact)' if self.trace.meta.get('fast') else ''}")
+        why = ""
+        if self.trace.time_per_exit:
+            why = (f" (the trace was recorded with the old time model, an exit costing {self.trace.time_per_exit} "
+                   "ticks: its times cannot match a re-run)")
+        elif self.trace.meta.get("fast"):
+            why = " (a --fast trace is not exact)"
+        failure = RerunFailed(f"re-running the guest differs from the trace at {divergence}{why}")
         self._failure = (seq, failure)
         self.machine, self._checker, self.position = None, None, None
         raise failure

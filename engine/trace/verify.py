@@ -325,6 +325,9 @@ def verify(trace: Trace, image: str | Path | None = None, *, allow_image_change:
                             "matched all of it")
     if not trace.complete:
         result.notes.append("the trace is incomplete (its recorder was killed): checked up to its last batch")
+    if trace.time_per_exit and checker.divergence is not None:
+        result.notes.append(f"the trace was recorded with the old time model (an exit cost {trace.time_per_exit} "
+                            "ticks, instructions were not counted): its times cannot match a re-run")
     result.divergence = checker.divergence
     result.checked = checker.checked
     return result

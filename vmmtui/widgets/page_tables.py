@@ -30,6 +30,7 @@ from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
 from ..session import Session
+from .pane import error_text
 from ..views import page_tables as views
 
 Path = tuple[tuple[str, int], ...]
@@ -162,9 +163,6 @@ class PageTablesPane(Widget):
 
     # -- building ---------------------------------------------------------------------------------
 
-    def _error(self, what: str, e: Exception) -> Text:
-        return Text(f"{what} cannot be shown: {type(e).__name__}: {e}", style="bold red")
-
     def _render_translation(self) -> None:
         gva = self.translation_gva
         assert gva is not None
@@ -174,7 +172,7 @@ class PageTablesPane(Widget):
         try:
             self.translation.update(views.translate_view(self.session, gva))
         except Exception as e:  # a broken view must not take the pane down
-            self.translation.update(self._error(f"translation of {gva:#x}", e))
+            self.translation.update(error_text(f"translation of {gva:#x}", e))
 
     def _guest_items(self, session: Session) -> tuple[str, list[tuple[Text, _Item, bool]]]:
         mode, nodes = views.guest_nodes(session)
@@ -249,7 +247,7 @@ class PageTablesPane(Widget):
         try:
             heading, items = build()
         except Exception as e:  # a broken view shows its error inside the pane
-            tree.root.set_label(self._error(what, e))
+            tree.root.set_label(error_text(what, e))
             return
         tree.root.set_label(Text(heading, style="bold"))
         tree.root.data = _Item("root", None, (), loaded=True)

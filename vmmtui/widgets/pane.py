@@ -12,7 +12,20 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.errors import EngineError
+
 from ..session import Session
+
+
+def error_text(what: str, e: Exception) -> Text:
+    """What a pane shows instead of `what` when its view raised `e`: a state that will
+    pass (a replay still re-running) as a note, a condition the engine explains (a
+    replay that cannot rebuild a state) in its own words, anything else as a bug."""
+    if getattr(e, "transient", False):
+        return Text(str(e), style="italic dim")
+    if isinstance(e, EngineError):
+        return Text(f"{what} cannot be shown: {e}", style="yellow")
+    return Text(f"{what} cannot be shown: {type(e).__name__}: {e}", style="bold red")
 
 
 class Pane(Static):
@@ -44,7 +57,7 @@ class Pane(Static):
         try:
             self.update(self.render_view(session))
         except Exception as e:  # a broken view must not take the screen down
-            self.update(Text(f"{self.TITLE} cannot be shown: {type(e).__name__}: {e}", style="bold red"))
+            self.update(error_text(self.TITLE, e))
 
     def render_view(self, session: Session):  # noqa: ANN201 - any Rich renderable
         """The pane's content; subclasses override."""

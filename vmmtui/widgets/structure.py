@@ -20,6 +20,7 @@ from textual.widget import Widget
 from textual.widgets import Collapsible, Input, Static
 
 from ..session import Session
+from .pane import error_text
 from ..views.structure import (
     StructureSnapshot, group_table, group_title, structure_snapshot, structure_title,
 )
@@ -194,5 +195,4 @@ class StructurePane(Widget):
 
     def _show_error(self, e: Exception) -> None:
         self.add_class("-error")
-        self.query_one("#structure-error", Static).update(
-            Text(f"{self.border_title} cannot be shown: {type(e).__name__}: {e}", style="bold red"))
+        self.query_one("#structure-error", Static).update(error_text(self.border_title, e))
