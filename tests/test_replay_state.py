@@ -121,6 +121,7 @@ def test_the_trace_carries_its_image(tmp_path):
     session.goto(10)
     assert session.machine.read_gpa(0x7C00, len(data)) == data
     assert main(["replay", "--verify", str(path)]) == 0  # verify falls back on the copy too
+    assert f"carried in the trace ({len(data):,} bytes)" in _text(execute(session, "info").output)
 
 
 def test_no_image_anywhere_is_a_clear_reason_not_a_crash(tmp_path, capsys):

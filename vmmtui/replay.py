@@ -428,6 +428,14 @@ def info_view(session: ReplaySession) -> Table:
     for key in keys:
         if key in t.meta:
             table.add_row(key, str(t.meta[key]))
+    try:
+        carried = t.image()
+    except TraceError as e:
+        table.add_row("image", Text(str(e), style="yellow"))
+    else:
+        table.add_row("image", f"carried in the trace ({len(carried[1]):,} bytes): memory and the VMCS / VMCB at "
+                               "an exit come from re-running it" if carried else
+                      "not carried (an older trace): re-runs need the file at image_path")
     if not t.complete:
         table.add_row("note", Text("incomplete: the recorder did not close this trace (killed or crashed)",
                                    style="yellow"))
