@@ -52,6 +52,7 @@ GUESTS = (
     Guest("exceptions.img", "exceptions.S", "raw"),
     Guest("timer.img", "timer.S", "raw"),
     Guest("smp.img", "smp.S", "raw"),
+    Guest("ipi.img", "ipi.S", "raw"),
     # Benchmark guests (bench/): one sector each, the loop count at offset 0x1F8.
     Guest("bench_loop.img", "bench_loop.S", "raw"),
     Guest("bench_out.img", "bench_out.S", "raw"),

@@ -9,7 +9,7 @@ import pytest
 from conftest import GUESTS
 
 IMAGES = ["hello.img", "cpuid.img", "hypercall.img", "paging.img", "memory.img",
-          "hello32.elf", "hello64.elf", "exceptions.img", "timer.img", "smp.img",
+          "hello32.elf", "hello64.elf", "exceptions.img", "timer.img", "smp.img", "ipi.img",
           "bench_loop.img", "bench_out.img", "bench_cpuid.img"]
 
 
