@@ -172,7 +172,8 @@ class Machine:
         self._scratch_frame: Any = None
         self._window = [False] * config.vcpus  # interrupt-window exiting requested
         self._announced = [False] * config.vcpus  # the pending interrupt's exit was taken
-        self._woken = [False] * config.vcpus  # woken from HLT: the VMM already has control
+        self._woken = [False] * config.vcpus  # woken from an exiting HLT: the VMM already has control
+        self._halt_exited = [False] * config.vcpus  # the vCPU halts in the VMM (its HLT exited)
         self._preempt = self.hw.instruction_exits("preempt")
         self._entry_retired = [0] * config.vcpus  # instructions retired at each vCPU's last VM entry
         self.vmm = Vmm(config.vendor, config.vcpus, self.ports, self.mmio, self.mem.read, self._console)
@@ -427,7 +428,7 @@ class Machine:
         for i, state in enumerate(states):
             if state is RunState.HALTED and self.irq.pending(i) is not None:
                 states[i] = RunState.ACTIVE
-                self._woken[i] = True
+                self._woken[i] = self._halt_exited[i]
             elif state is RunState.WAIT_SIPI and i in self._sipi:
                 # SDM "MP Initialization": a start-up IPI starts the AP in real mode at
                 # vector x 0x1000 (CS = vector << 8, IP = 0).
@@ -1051,6 +1052,9 @@ class Machine:
             seq = self._exit(v, self.hw.simple_exit("hlt"), rip, insn.length, snap)
         self._skip(v, rip, insn)
         self._halt_seq = seq
+        # Without HLT exiting the vCPU halts in guest mode (the HLT activity state, SDM
+        # "Guest Non-Register State"): the interrupt that wakes it is an exit of its own.
+        self._halt_exited[v.index] = seq is not None
         interruptible = bool(snap[_I["rflags"]] & _FLAGS_IF)
         self.sched.states[v.index] = RunState.HALTED if interruptible else RunState.STOPPED
         self.sched.end_turn("halt")
