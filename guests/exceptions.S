@@ -33,6 +33,7 @@
 # in order, and every check passed; 1 otherwise.
 
         .include "common.S"
+        .include "modes.S"
         .include "boot16.S"
 
         .set    IDT32, 0x3000                   # 0x41 gates of 8 bytes
@@ -134,11 +135,7 @@ rm_int_end:
         movw    $(gdt_end - gdt), %cx
         cld
         rep movsb
-        lgdtl   gdt_desc
-        movl    %cr0, %eax
-        orl     $CR0_PE, %eax
-        movl    %eax, %cr0
-        ljmpl   $SEL_CODE32, $pm32
+        ENTER_PROTECTED_MODE pm32
 
 # The real-mode handler. Stack: vector (pushed by the stub), IP, CS, FLAGS.
 rm_common:
@@ -258,13 +255,7 @@ rm_stub_int:
 #------------------------------------------------------------- protected mode
         .code32
 pm32:
-        movw    $SEL_DATA, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %fs
-        movw    %ax, %gs
-        movw    %ax, %ss
-        movl    $STACK_TOP, %esp
+        FLAT_SEGMENTS STACK_TOP
         PRINT32 "exceptions: protected mode (IDT at 0x00003000, TSS at 0x00005100)\n"
 
         # the IDT: 0x41 gates, those of 0x20-0x3F not present
@@ -350,42 +341,15 @@ pm_uint: int    $INT_VECTOR                     # INT 0x40 from ring 3: stack sw
 pm_uint_end:
 pm_ugp: cli                                     # #GP(0): CPL 3 > IOPL 0
 pm_ugp_end:                                     # the #GP handler resumes here in ring 0
-        movw    $SEL_DATA, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %fs
-        movw    %ax, %gs
-        movw    %ax, %ss
-        movl    $STACK_TOP, %esp
+        FLAT_SEGMENTS STACK_TOP
 
         # to long mode: paging off, 4-level tables, PAE, LME, paging and WP on
         movl    %cr0, %eax
         andl    $~CR0_PG, %eax
         movl    %eax, %cr0
-        movl    $(PDPT | PTE_P_RW), PML4
-        movl    $(PD64 | PTE_P_RW), PDPT
-        movl    $(PT64 | PTE_P_RW), PD64
-        movl    $PT64, %edi                     # 0-2 MiB identity-mapped, writable
-        movl    $PTE_P_RW, %eax
-        movl    $512, %ecx
-1:      movl    %eax, (%edi)
-        addl    $4096, %eax
-        addl    $8, %edi
-        loop    1b
+        IDENTITY_MAP_2M PML4, PDPT, PD64, PT64  # 0-2 MiB identity-mapped, writable
         movl    $(RO_PAGE | PTE_P), PT64 + 8 * (RO_PAGE >> 12)  # except 0x100000: read-only
-        movl    %cr4, %eax
-        orl     $CR4_PAE, %eax
-        movl    %eax, %cr4
-        movl    $PML4, %eax
-        movl    %eax, %cr3
-        movl    $MSR_EFER, %ecx
-        rdmsr
-        orl     $EFER_LME, %eax
-        wrmsr
-        movl    %cr0, %eax
-        orl     $(CR0_PG | CR0_WP), %eax
-        movl    %eax, %cr0
-        ljmp    $SEL_CODE64, $lm64
+        ENTER_LONG_MODE PML4, lm64, cr0=CR0_PG|CR0_WP
 
 # set_gate32: EAX = handler, ECX = vector, DL = type and DPL byte.
 set_gate32:

@@ -10,14 +10,8 @@
         .text
         .globl  _start
 _start:
-        cli
-        xorw    %ax, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %ss
-        movw    $STACK_TOP, %sp
-        ljmp    $0, $1f                         # CS:IP = 0000:7Cxx whatever the loader used
-1:      movw    $hello_msg, %si
+        BOOT_START
+        movw    $hello_msg, %si
         call    puts16
         DEBUG_EXIT 0
 

@@ -8,6 +8,7 @@
 # not the multiboot magic).
 
         .include "common.S"
+        .include "modes.S"
 
         .set    MB_MAGIC, 0x1BADB002            # multiboot header magic
         .set    MB_FLAGS, 0x00000000            # asks the loader for nothing
@@ -31,13 +32,7 @@ _start:
         movl    %eax, %ebp                      # keep the boot magic
         lgdt    gdt_desc
         ljmp    $SEL_CODE32, $1f
-1:      movw    $SEL_DATA, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %fs
-        movw    %ax, %gs
-        movw    %ax, %ss
-        movl    $stack_top, %esp
+1:      FLAT_SEGMENTS stack_top
 
         cmpl    $MB_BOOT_MAGIC, %ebp
         jne     1f
@@ -53,16 +48,7 @@ _start:
         .include "serial32.S"
 
         .section .rodata
-        # Descriptors have the accessed bit set, so loading them writes nothing.
-        .balign 8
-gdt:
-        .quad   0                               # 0x00 null
-        .quad   0x00CF9B000000FFFF              # 0x08 32-bit code, flat
-        .quad   0x00CF93000000FFFF              # 0x10 data, flat
-gdt_end:
-gdt_desc:
-        .word   gdt_end - gdt - 1
-        .long   gdt
+        FLAT_GDT
 
         .bss
         .balign 16

@@ -31,6 +31,8 @@
 # Only the BSP prints.
 
         .include "common.S"
+        .include "modes.S"
+        .include "mp.S"
         .include "boot16.S"
 
         .set    TRAMPOLINE, 0x1000              # the AP's entry page (SIPI vector 0x01)
@@ -66,56 +68,23 @@
         .code16
 main:
         # 1. how many logical processors
-        movl    $1, %eax
-        cpuid
-        movl    $1, %ebp                        # EBP = logical processors
-        btl     $28, %edx                       # HTT: EBX bits 23:16 are valid
-        jnc     1f
-        movl    %ebx, %ebp
-        shrl    $16, %ebp
-        andl    $0xFF, %ebp
-        jnz     1f
-        movl    $1, %ebp
-1:
+        LOGICAL_PROCESSORS %ebp                 # EBP = logical processors
+
         # 2. the trampoline, the shared state, protected mode
-        movw    $trampoline, %si
-        movw    $TRAMPOLINE, %di
-        movw    $(trampoline_end - trampoline), %cx
-        cld
-        rep movsb
+        COPY_TRAMPOLINE TRAMPOLINE
         movl    $0, READY
         movl    $0xFFFFFFFF, AP_ID
         movl    $0, AP_SVR
         movl    $0, COUNTER
         movl    $0, LOG
-        lgdtl   gdt_desc
-        movl    %cr0, %eax
-        orl     $CR0_PE, %eax
-        movl    %eax, %cr0
-        ljmpl   $SEL_CODE32, $pm32
+        ENTER_PROTECTED_MODE pm32
 
-# The AP trampoline, copied to TRAMPOLINE and entered there at CS:IP =
-# 0100:0000. Every address in it is absolute (DS = 0), so it runs anywhere.
-trampoline:
-        cli
-        xorw    %ax, %ax
-        movw    %ax, %ds
-        lgdtl   gdt_desc
-        movl    %cr0, %eax
-        orl     $CR0_PE, %eax
-        movl    %eax, %cr0
-        ljmpl   $SEL_CODE32, $ap_pm32
-trampoline_end:
+# The AP trampoline, copied to TRAMPOLINE: SIPI vector 0x01, CS:IP = 0100:0000.
+        AP_TRAMPOLINE ap_pm32
 
         .code32
 pm32:
-        movw    $SEL_DATA, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %fs
-        movw    %ax, %gs
-        movw    %ax, %ss
-        movl    $STACK_TOP, %esp
+        FLAT_SEGMENTS STACK_TOP
 
         # 3. the plan (EBP = logical processors)
         movl    APIC_ID, %ebx
@@ -339,16 +308,7 @@ ap_handler_a:
 ap_handler_b:
         AP_HANDLER VECTOR_B
 
-        # Descriptors have the accessed bit set, so loading them writes nothing.
-        .balign 8
-gdt:
-        .quad   0                               # 0x00 null
-        .quad   0x00CF9B000000FFFF              # 0x08 32-bit code, flat
-        .quad   0x00CF93000000FFFF              # 0x10 data, flat
-gdt_end:
-gdt_desc:
-        .word   gdt_end - gdt - 1
-        .long   gdt
+        FLAT_GDT
 idt_desc:
         .word   256 * 8 - 1
         .long   IDT

@@ -13,6 +13,7 @@
 # Ends with status 0 if every check passed, 1 otherwise.
 
         .include "common.S"
+        .include "modes.S"
         .include "boot16.S"
 
         .set    MEM_START, 0x200000
@@ -27,11 +28,7 @@
         .code16
 main:
         call    a20_open
-        lgdtl   gdt_desc
-        movl    %cr0, %eax
-        orl     $CR0_PE, %eax
-        movl    %eax, %cr0
-        ljmpl   $SEL_CODE32, $pm32
+        ENTER_PROTECTED_MODE pm32
 
 # a20_open: if the word at 0000:7DFE (the boot signature) also shows at
 # FFFF:7E0E (physical 0x107DFE), addresses wrap at 1 MiB: open the gate.
@@ -56,13 +53,7 @@ a20_open:
 
         .code32
 pm32:
-        movw    $SEL_DATA, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %fs
-        movw    %ax, %gs
-        movw    %ax, %ss
-        movl    $STACK_TOP, %esp
+        FLAT_SEGMENTS STACK_TOP
         PRINT32 "memory: protected mode\n"
         PRINT32 "memory: writing every 64 KiB from 0x00200000 to 0x01200000\n"
 
@@ -112,16 +103,7 @@ mem_bad:
         PRINT32 "\n"
         DEBUG_EXIT 1
 
-        # Descriptors have the accessed bit set, so loading them writes nothing.
-        .balign 8
-gdt:
-        .quad   0                               # 0x00 null
-        .quad   0x00CF9B000000FFFF              # 0x08 32-bit code, flat
-        .quad   0x00CF93000000FFFF              # 0x10 data, flat
-gdt_end:
-gdt_desc:
-        .word   gdt_end - gdt - 1
-        .long   gdt
+        FLAT_GDT
 
         .include "serial32.S"
 

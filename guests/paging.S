@@ -11,6 +11,7 @@
 # Ends with status 0 if it does, 1 otherwise.
 
         .include "common.S"
+        .include "modes.S"
         .include "boot16.S"
 
         .set    PML4, 0x10000
@@ -28,26 +29,16 @@
         .set    CR4_PAE, 0x20
         .set    SEL_CODE32, 0x08
         .set    SEL_DATA, 0x10
-        .set    SEL_CODE64, 0x18
+        .set    SEL_CODE64, 0x18                # FLAT_GDT code64=1
 
         .code16
 main:
         PRINT16 "paging: real mode\n"
-        lgdtl   gdt_desc
-        movl    %cr0, %eax
-        orl     $CR0_PE, %eax
-        movl    %eax, %cr0
-        ljmpl   $SEL_CODE32, $pm32
+        ENTER_PROTECTED_MODE pm32
 
         .code32
 pm32:
-        movw    $SEL_DATA, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %fs
-        movw    %ax, %gs
-        movw    %ax, %ss
-        movl    $STACK_TOP, %esp
+        FLAT_SEGMENTS STACK_TOP
         PRINT32 "paging: protected mode\n"
 
         # the data: the magic at physical 0x2000, a decoy at physical 0x1000
@@ -62,32 +53,11 @@ pm32:
         movl    $(4 * 4096 / 4), %ecx
         cld
         rep stosl
-        movl    $(PDPT | PTE_P_RW), PML4
-        movl    $(PD | PTE_P_RW), PDPT
-        movl    $(PT | PTE_P_RW), PD
-        movl    $PT, %edi                       # 512 PTEs: virtual page i -> physical page i
-        movl    $PTE_P_RW, %eax
-        movl    $512, %ecx
-1:      movl    %eax, (%edi)
-        addl    $4096, %eax
-        addl    $8, %edi
-        loop    1b
+        IDENTITY_MAP_2M PML4, PDPT, PD, PT
         movl    $(0x2000 | PTE_P_RW), PT + 8 * 1  # except virtual 0x1000 -> physical 0x2000
 
         # into long mode
-        movl    %cr4, %eax
-        orl     $CR4_PAE, %eax
-        movl    %eax, %cr4
-        movl    $PML4, %eax
-        movl    %eax, %cr3
-        movl    $MSR_EFER, %ecx
-        rdmsr
-        orl     $EFER_LME, %eax
-        wrmsr
-        movl    %cr0, %eax
-        orl     $CR0_PG, %eax
-        movl    %eax, %cr0
-        ljmp    $SEL_CODE64, $lm64
+        ENTER_LONG_MODE PML4, lm64
 
         .code64
 lm64:
@@ -105,17 +75,7 @@ lm64:
 1:      PRINT64 "paging: FAIL (expected 0xFEEDFACECAFEBEEF)\n"
         DEBUG_EXIT 1
 
-        # Descriptors have the accessed bit set, so loading them writes nothing.
-        .balign 8
-gdt:
-        .quad   0                               # 0x00 null
-        .quad   0x00CF9B000000FFFF              # 0x08 32-bit code, flat
-        .quad   0x00CF93000000FFFF              # 0x10 data, flat
-        .quad   0x00AF9B000000FFFF              # 0x18 64-bit code
-gdt_end:
-gdt_desc:
-        .word   gdt_end - gdt - 1
-        .long   gdt
+        FLAT_GDT code64=1
 
         .include "serial32.S"
         .include "serial64.S"

@@ -25,6 +25,8 @@
 # taken once by an AP other than the BSP; 1 otherwise.
 
         .include "common.S"
+        .include "modes.S"
+        .include "mp.S"
         .include "boot16.S"
 
         .set    TRAMPOLINE, 0x1000              # the APs' entry page (SIPI vector 0x01)
@@ -51,53 +53,20 @@
         .code16
 main:
         # 1. how many APs to expect
-        movl    $1, %eax
-        cpuid
-        movl    $1, %esi                        # logical processors
-        btl     $28, %edx                       # HTT: EBX bits 23:16 are valid
-        jnc     1f
-        movl    %ebx, %esi
-        shrl    $16, %esi
-        andl    $0xFF, %esi
-        jnz     1f
-        movl    $1, %esi
-1:      decl    %esi
+        LOGICAL_PROCESSORS %esi                 # logical processors
+        decl    %esi
         movl    %esi, EXPECTED
 
         # 2. the trampoline, then protected mode
-        movw    $trampoline, %si
-        movw    $TRAMPOLINE, %di
-        movw    $(trampoline_end - trampoline), %cx
-        cld
-        rep movsb
-        lgdtl   gdt_desc
-        movl    %cr0, %eax
-        orl     $CR0_PE, %eax
-        movl    %eax, %cr0
-        ljmpl   $SEL_CODE32, $pm32
+        COPY_TRAMPOLINE TRAMPOLINE
+        ENTER_PROTECTED_MODE pm32
 
-# The AP trampoline, copied to TRAMPOLINE and entered there at CS:IP =
-# 0100:0000. Every address in it is absolute (DS = 0), so it runs anywhere.
-trampoline:
-        cli
-        xorw    %ax, %ax
-        movw    %ax, %ds
-        lgdtl   gdt_desc
-        movl    %cr0, %eax
-        orl     $CR0_PE, %eax
-        movl    %eax, %cr0
-        ljmpl   $SEL_CODE32, $ap_pm32
-trampoline_end:
+# The AP trampoline, copied to TRAMPOLINE: SIPI vector 0x01, CS:IP = 0100:0000.
+        AP_TRAMPOLINE ap_pm32
 
         .code32
 pm32:
-        movw    $SEL_DATA, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %fs
-        movw    %ax, %gs
-        movw    %ax, %ss
-        movl    $STACK_TOP, %esp
+        FLAT_SEGMENTS STACK_TOP
 
         # 3. shared state, the plan
         movl    $0, LOCK
@@ -226,16 +195,7 @@ ap_pm32:
         hlt
         jmp     4b
 
-        # Descriptors have the accessed bit set, so loading them writes nothing.
-        .balign 8
-gdt:
-        .quad   0                               # 0x00 null
-        .quad   0x00CF9B000000FFFF              # 0x08 32-bit code, flat
-        .quad   0x00CF93000000FFFF              # 0x10 data, flat
-gdt_end:
-gdt_desc:
-        .word   gdt_end - gdt - 1
-        .long   gdt
+        FLAT_GDT
 
         .include "serial32.S"
         .include "number32.S"

@@ -27,14 +27,7 @@
         .text
         .globl  _start
 _start:
-        cli
-        xorw    %ax, %ax
-        movw    %ax, %ds
-        movw    %ax, %es
-        movw    %ax, %ss
-        movw    $STACK_TOP, %sp
-        ljmp    $0, $boot_cs_set                # CS:IP = 0000:7Cxx whatever the loader used
-boot_cs_set:
+        BOOT_START
         cld
         cmpl    $STAGE2_MAGIC, stage2_magic
         je      boot_done                       # vmmtui: the whole image is in memory

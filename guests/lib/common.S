@@ -10,6 +10,21 @@
         .set    STACK_TOP,       0x7000         # stack of the raw images: grows down, in its own page,
                                                 # never in the pages that hold the image's code
 
+# BOOT_START: the first instructions of a raw image, started in real mode at
+# physical 0x7C00 (as 0000:7C00 or 07C0:0000, as the loader likes): interrupts
+# off, DS = ES = SS = 0, SP = STACK_TOP, then a far jump to the next
+# instruction so that CS = 0 too.
+        .macro  BOOT_START
+        cli
+        xorw    %ax, %ax
+        movw    %ax, %ds
+        movw    %ax, %es
+        movw    %ax, %ss
+        movw    $STACK_TOP, %sp
+        ljmp    $0, $.Lboot_cs\@
+.Lboot_cs\@:
+        .endm
+
 # DEBUG_EXIT status: end the run with an 8-bit status through the debug-exit port,
 # then stop for good if the port did not end the run. Same bytes in 16-, 32- and
 # 64-bit code.
