@@ -55,3 +55,25 @@ def test_narrow_panes(snap_compare, key):
         await pilot.pause()
 
     assert snap_compare(_app("paging.img"), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_wide_replay_with_the_state_re_run(snap_compare, tmp_path):
+    # A replay at exit 150 of paging.img: registers from the trace; disassembly, page tables
+    # with the EPT, the VMCS and memory from the guest re-run to that exit.
+    from engine.loader import load
+    from engine.machine import Machine
+    from engine.trace import TraceWriter
+    from vmmtui.replay import make_replay_app
+
+    path = tmp_path / "paging.vmtrace"
+    machine = Machine(MachineConfig())
+    writer = TraceWriter(path, machine, load(machine, GUESTS / "paging.img"))
+    writer.close(machine.run(timeout=30))
+
+    async def run_before(pilot):
+        await pilot.press("g", *"150", "enter")
+        await _settle(pilot)
+        pilot.app.clear_notifications()
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_replay_app(str(path)), terminal_size=(160, 48), run_before=run_before)
