@@ -29,7 +29,7 @@ stream (`ExitLog.vmm_ns`); it is wall time, so it differs from run to run.
 from __future__ import annotations
 
 import threading
-from functools import partial
+from functools import lru_cache, partial
 import time
 from collections.abc import Callable
 from time import perf_counter_ns
@@ -67,6 +67,7 @@ from .interrupts import PIC_SOURCE, Interrupts
 from .npt import Npt
 from .scheduler import RunState, Scheduler
 from .svm.hardware import SvmHardware
+from .operands import effective_address, segment_register
 from .vcpu import CR0_PE, EFER_LMA, SNAP, SegmentState, Vcpu
 from .vmm import MsrFile, Vmm
 from .vmx.hardware import VmxHardware
@@ -79,6 +80,16 @@ _IRQ_PORTS = frozenset({0x20, 0x21, 0xA0, 0xA1, 0x40, 0x41, 0x42, 0x43})  # the 
 _I = SNAP  # snapshot indices
 _CS, _CR0, _RAX, _RCX = SNAP["cs"], SNAP["cr0"], SNAP["rax"], SNAP["rcx"]
 _MASK = {16: 0xFFFF, 32: 0xFFFF_FFFF, 64: 0xFFFF_FFFF_FFFF_FFFF}
+
+
+@lru_cache(maxsize=None)
+def _detailed_disassembler(bits: int) -> Any:
+    """A Capstone disassembler for `bits`-bit code with operand details (one per mode)."""
+    from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+
+    md = Cs(CS_ARCH_X86, {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}[bits])
+    md.detail = True
+    return md
 _FLAGS_IF = 1 << 9
 # The 64-bit register a 16- or 32-bit register name is part of (for Capstone's names).
 _FULL_REGISTER = {
@@ -186,6 +197,8 @@ class Machine:
         self._scanned_page = False
         self._stop_retired: int | None = None  # instructions the slice retires, fixed at a stop in a hook
         self._mmio_replay: tuple[int, int, int, bool, int] | None = None  # (vcpu, rip, gpa, read, value)
+        #: The MMIO access being taken in pieces: ((vcpu, rip, count), next piece's GPA, the access's end).
+        self._mmio_piece: tuple[tuple[int, int, int], int, int] | None = None
         self._halt_seq: int | None = None  # the exit of the last HLT
         self._vmm_start = 0  # perf_counter_ns() when the VMM got control of the last exit
         self._stop_on_exit = False
@@ -1159,24 +1172,27 @@ class Machine:
 
     def _invlpg_operand(self, v: Vcpu, snap: tuple[int, ...]) -> int:
         """The linear address INVLPG names (Capstone decodes its memory operand)."""
-        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+        operand = self._memory_operand(v, snap)
+        return operand[0] if operand is not None else 0
+
+    def _memory_operand(self, v: Vcpu, snap: tuple[int, ...]) -> tuple[int, int] | None:
+        """(linear address, size in bytes) of the memory operand of the instruction at
+        RIP, or None when it has none (or cannot be read)."""
         from capstone.x86 import X86_OP_MEM
 
-        cs_base, bits = self._code_bits(v, snap)
-        mode = {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}[bits]
-        md = Cs(CS_ARCH_X86, mode)
-        md.detail = True
-        code = self._read_linear(v, cs_base + snap[_I["rip"]], 15, snap[_I["cr0"]])
-        for ins in md.disasm(code, snap[_I["rip"]], count=1):
-            for op in ins.operands:
-                if op.type == X86_OP_MEM:
-                    regs = self.registers(v.index)
-                    addr = op.mem.disp
-                    for reg, scale in ((op.mem.base, 1), (op.mem.index, op.mem.scale)):
-                        if reg:
-                            addr += regs.get(ins.reg_name(reg), 0) * scale
-                    return addr & _MASK[bits]
-        return 0
+        insn = self._faulting_instruction(v, snap)
+        if insn is None:
+            return None
+        op = next((op for op in insn.operands if op.type == X86_OP_MEM), None)
+        if op is None:
+            return None
+        bits = self._code_bits(v, snap)[1]
+        segment = segment_register(insn, op)
+        if bits == 64:  # only FS and GS have a base in 64-bit mode (SDM Vol. 1 3.4.2.1)
+            base = snap[_I[f"{segment}_base"]] if segment in ("fs", "gs") else 0
+        else:
+            base = self._segment_info(v, snap[_I[segment]], snap[_CR0])[0]
+        return (base + effective_address(insn, op, snap, bits)) & _MASK[bits], op.size
 
     def _site_pause(self, v: Vcpu, insn: Insn, snap: tuple[int, ...]) -> None:
         """PAUSE with PAUSE exiting on: the exit is observed, then the instruction runs."""
@@ -1253,12 +1269,14 @@ class Machine:
             replayed = self._mmio_replayed(v, base + offset, True)
             if replayed is not None:
                 return replayed
+            exit_gpa = self._mmio_access(v, base + offset, size)
             start = perf_counter_ns()  # the VMM answers the read before the exit is logged
             if device is not None:
                 self.irq.advance(self.now())
             value = device.read(offset, size) if device is not None else (1 << (8 * size)) - 1
             took = perf_counter_ns() - start
-            self.exits.set_vmm_ns(self._mmio_exit(v, base + offset, read=True, value=value), took or 1)
+            if exit_gpa is not None:
+                self.exits.set_vmm_ns(self._mmio_exit(v, exit_gpa, read=True, value=value), took or 1)
             return value
         return read
 
@@ -1266,7 +1284,8 @@ class Machine:
         def write(uc, offset, size, value, user_data) -> None:  # noqa: ANN001
             if self._mmio_replayed(v, base + offset, False) is not None:
                 return
-            seq = self._mmio_exit(v, base + offset, read=False, value=value)
+            exit_gpa = self._mmio_access(v, base + offset, size)
+            seq = self._mmio_exit(v, exit_gpa, read=False, value=value) if exit_gpa is not None else None
             start = self._vmm_start  # the write may take exits of its own (an INIT IPI)
             if device is not None:
                 self.irq.advance(self.now())
@@ -1277,8 +1296,31 @@ class Machine:
                 self._cut_requested = True
                 self._watch_exits = True
                 self._keep_for_replay(v, base + offset, False, value)
-            self._handled(seq, start)
+            if seq is not None:
+                self._handled(seq, start)
         return write
+
+    def _mmio_access(self, v: Vcpu, gpa: int, size: int) -> int | None:
+        """The GPA an MMIO access's exit reports, or None when this callback is not an
+        access of its own: Unicorn splits an unaligned access into aligned pieces (a
+        4-byte read at 0xA0001 comes as 0xA0000 and 0xA0004), where hardware takes one
+        exit for the access, at its first byte. The pieces of one access share the
+        instruction (RIP and instruction count) and follow each other to its end."""
+        if not self._counting:  # without an exact count two executions look alike
+            return gpa
+        key = (v.index, v.uc.reg_read(X.UC_X86_REG_RIP), self.counters[v.index].raw)
+        last = self._mmio_piece
+        if last is not None and last[0] == key and last[1] == gpa < last[2]:
+            self._mmio_piece = (key, gpa + size, last[2])
+            return None
+        first, length = gpa, size
+        operand = self._memory_operand(v, v.snapshot())
+        if operand is not None:
+            at = (gpa & ~0xFFF) | (operand[0] & 0xFFF)
+            if gpa <= at < gpa + size:
+                first, length = at, operand[1]
+        self._mmio_piece = (key, gpa + size, first + length)
+        return first
 
     def _mmio_exit(self, v: Vcpu, gpa: int, read: bool, value: int) -> int:
         """The exit of an MMIO access (its seq)."""
@@ -1348,11 +1390,8 @@ class Machine:
 
     def _faulting_instruction(self, v: Vcpu, snap: tuple[int, ...]) -> Any:
         """The instruction at RIP, decoded by Capstone with operand details (or None)."""
-        from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
-
         cs_base, bits = self._code_bits(v, snap)
-        md = Cs(CS_ARCH_X86, {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}[bits])
-        md.detail = True
+        md = _detailed_disassembler(bits)
         try:
             code = self._read_linear(v, cs_base + snap[0], 15, snap[_CR0])
         except EngineError:
