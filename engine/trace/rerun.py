@@ -60,10 +60,12 @@ class Rerun:
 
     def cost(self, seq: int) -> int:
         """How many exits `seek(seq)` would re-execute."""
-        if self.machine is None or self.position is None or seq < self.position or \
-                (seq < self.reached and seq != self.position):
-            return self.first + seq + 1
-        return max(seq - self.reached, 0)
+        return self.first + seq + 1 if self._must_restart(seq) else max(seq - self.reached, 0)
+
+    def _must_restart(self, seq: int) -> bool:
+        """Whether exit `seq` is behind the re-run (or there is none): only a new one gets there."""
+        return (self.machine is None or self.position is None or seq < self.position
+                or (seq < self.reached and seq != self.position))
 
     def seek(self, seq: int) -> Machine:
         """The machine stopped after the VMM handled trace exit `seq`. RerunFailed when
@@ -81,8 +83,7 @@ class Rerun:
             self.seconds += time.perf_counter() - started
 
     def _seek(self, seq: int) -> Machine:
-        if self.machine is None or self.position is None or seq < self.position or \
-                (seq < self.reached and seq != self.position):
+        if self._must_restart(seq):
             self._restart()
         machine, checker = self.machine, self._checker
         assert machine is not None and checker is not None
