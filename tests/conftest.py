@@ -38,6 +38,15 @@ def vmcb_offsets_ref() -> dict[str, tuple[int, int]]:
     return {r["name"]: (int(r["offset"], 16), int(r["size"])) for r in rows}
 
 
+def cli(capsys, *argv):
+    """Run the vmmtui command line with `argv` (paths allowed); (status, stdout, stderr)."""
+    from vmmtui.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def run_guest(image, vendor="intel", **config):
     """Load and run a guest to its end; returns (machine, stop)."""
     from engine.config import MachineConfig

@@ -16,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import GUESTS, ROOT, write_image
+from conftest import GUESTS, ROOT, cli, write_image
 from engine.config import MachineConfig
 from engine.loader import load
 from engine.machine import Machine
 from engine.trace import FORMAT_VERSION, TraceError, TraceWriter, open_trace
 from engine.trace.format import BATCH, pack_deltas, unpack_deltas
 from engine.vcpu import SNAPSHOT_REGS
-from vmmtui.cli import EXIT_USAGE, main
+from vmmtui.cli import EXIT_USAGE
 
 
 def record(image, path, vendor="intel", batch=BATCH, **config):
@@ -291,12 +291,6 @@ def test_a_corrupt_trace_reads_or_fails_with_one_clear_line(clean_trace, tmp_pat
         assert "\n" not in str(e)
 
 
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize("command", [["stats"], ["export", "--format", "csv", "-o", "-"], ["replay", "--verify"]])
 @pytest.mark.parametrize("make,message", [
     (lambda p: None, "no such file"),
@@ -308,7 +302,7 @@ def _cli(capsys, *argv):
 def test_bad_trace_files_give_one_line(capsys, tmp_path, command, make, message):
     path = tmp_path / "bad.vmtrace"
     make(path)
-    code, out, err = _cli(capsys, *command[:1], path, *command[1:])
+    code, out, err = cli(capsys, *command[:1], path, *command[1:])
     assert code == EXIT_USAGE and out == ""
     assert err.count("\n") == 1 and err.startswith("vmmtui: error: ") and message in err
 
@@ -320,7 +314,7 @@ def test_a_newer_format_is_refused(capsys, tmp_path, clean_trace):
     db.execute("UPDATE meta SET value = ? WHERE key = 'format_version'", (FORMAT_VERSION + 1,))
     db.commit()
     db.close()
-    code, out, err = _cli(capsys, "stats", path)
+    code, out, err = cli(capsys, "stats", path)
     assert code == EXIT_USAGE and err.count("\n") == 1
     assert f"trace format version {FORMAT_VERSION + 1} is newer than this vmmtui reads (up to " \
            f"{FORMAT_VERSION}); upgrade vmmtui" in err
@@ -331,7 +325,7 @@ def test_a_truncated_trace_through_the_cli(capsys, tmp_path, clean_trace):
     path.write_bytes(clean_trace.read_bytes()[: clean_trace.stat().st_size // 2])
     for argv in (["stats", path], ["export", path, "--format", "chrome", "-o", tmp_path / "x.json"],
                  ["replay", path, "--verify"]):
-        code, out, err = _cli(capsys, *argv)
+        code, out, err = cli(capsys, *argv)
         assert code == EXIT_USAGE and err.count("\n") == 1 and "truncated trace" in err, argv
         assert "Traceback" not in err
 
@@ -348,18 +342,18 @@ def test_a_killed_trace_without_its_wal_says_so(tmp_path):
 
 def test_record_cli_behaves_like_run(capsys, tmp_path):
     path = tmp_path / "hello.vmtrace"
-    code, out, err = _cli(capsys, "record", GUESTS / "hello.img", "-o", path, "--vendor", "amd")
+    code, out, err = cli(capsys, "record", GUESTS / "hello.img", "-o", path, "--vendor", "amd")
     assert code == 0 and out == "Hello from the guest\n"
     assert "IOIO" in err and f"trace: {path}: 43 exits" in err
     assert open_trace(path).vendor == "amd"
-    code, _out, err = _cli(capsys, "record", GUESTS / "hello.img", "-o", path)
+    code, _out, err = cli(capsys, "record", GUESTS / "hello.img", "-o", path)
     assert code == EXIT_USAGE and "already exists (use --force to overwrite it)" in err
-    code, _out, _err = _cli(capsys, "record", GUESTS / "hello.img", "-o", path, "--force", "--max-exits", "5")
+    code, _out, _err = cli(capsys, "record", GUESTS / "hello.img", "-o", path, "--force", "--max-exits", "5")
     assert code == 72 and len(open_trace(path)) == 5 and open_trace(path).meta["stop"] == "max-exits"
 
 
 def test_record_keeps_the_guests_status(capsys, tmp_path):
     image = write_image(tmp_path, bytes.fromhex("b02a" "e6f4" "faf4"))  # out 0xf4 <- 42
-    code, _out, _err = _cli(capsys, "record", image, "-o", tmp_path / "s.vmtrace")
+    code, _out, _err = cli(capsys, "record", image, "-o", tmp_path / "s.vmtrace")
     assert code == 42
     assert json.loads(open_trace(tmp_path / "s.vmtrace").meta["exit_options"]) == []

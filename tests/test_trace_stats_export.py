@@ -13,18 +13,12 @@ from itertools import accumulate
 
 import pytest
 
-from conftest import GUESTS, write_image
+from conftest import GUESTS, cli, write_image
 from engine.trace import open_trace
 from engine.trace.export import export
 from engine.trace.stats import CONSTANTS, OLD_TIME_MODEL, TIME_MODEL, compute, format_report
 from engine.vcpu import SNAPSHOT_REGS
 from vmmtui.cli import main
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module", params=["intel", "amd"])
@@ -98,7 +92,7 @@ def test_guest_time_of_a_hand_counted_guest(capsys, tmp_path, vendor):
     # the first OUT, three NOPs and the MOV (time 11); the run ends once that OUT retired (time 12).
     image = write_image(tmp_path, bytes.fromhex("baf803" + "90" * 5 + "ee" + "90" * 3 + "b000e6f4faf4"))
     path = tmp_path / "nops.vmtrace"
-    code, _out, _err = _cli(capsys, "record", image, "-o", path, "--vendor", vendor)
+    code, _out, _err = cli(capsys, "record", image, "-o", path, "--vendor", vendor)
     assert code == 0
     trace = open_trace(path)
     assert list(trace.exits.time) == [6, 11]
@@ -114,7 +108,7 @@ def test_stats_with_several_vcpus_share_one_clock(capsys, tmp_path):
     # smp.img on 2 vCPUs: the vCPUs take turns on one clock, so the guest time before an exit is the
     # time since the previous exit of either vCPU, and the per-vCPU tables split the whole one.
     path = tmp_path / "smp.vmtrace"
-    code, _out, _err = _cli(capsys, "record", GUESTS / "smp.img", "-o", path, "--vcpus", "2")
+    code, _out, _err = cli(capsys, "record", GUESTS / "smp.img", "-o", path, "--vcpus", "2")
     assert code == 0
     trace = open_trace(path)
     times, vcpus = list(trace.exits.time), list(trace.exits.vcpu)
@@ -142,7 +136,7 @@ def test_the_overhead_model(traces):
 
 def test_stats_cli_text_and_json(capsys, traces):
     vendor, paths = traces
-    code, out, err = _cli(capsys, "stats", paths["cpuid.img"])
+    code, out, err = cli(capsys, "stats", paths["cpuid.img"])
     assert code == 0 and err == ""
     assert f"time unit: guest instruction ({TIME_MODEL})" in out
     end = open_trace(paths["cpuid.img"]).meta["end_time"]
@@ -154,7 +148,7 @@ def test_stats_cli_text_and_json(capsys, traces):
     line = next(line for line in out.splitlines() if line.strip().startswith("RDTSC"))
     assert "1,004" in line.split()
     assert "overhead = c1 x address-translation exits + c2 x interrupt-related exits + c3 x context switches" in out
-    code, out, _err = _cli(capsys, "stats", paths["cpuid.img"], "--json")
+    code, out, _err = cli(capsys, "stats", paths["cpuid.img"], "--json")
     doc = json.loads(out)
     assert code == 0 and doc["exits"] == 562 and doc["vendor"] == vendor
     assert doc["time_unit"] == "guest instruction" and doc["end_time"] == end
@@ -195,7 +189,7 @@ def test_an_old_trace_keeps_the_old_time_model(capsys, tmp_path, traces):
 def test_chrome_export_is_trace_event_format_with_one_track_per_vcpu(capsys, tmp_path, traces):
     vendor, paths = traces
     out_path = tmp_path / "cpuid.json"
-    code, _out, err = _cli(capsys, "export", paths["cpuid.img"], "--format", "chrome", "-o", out_path)
+    code, _out, err = cli(capsys, "export", paths["cpuid.img"], "--format", "chrome", "-o", out_path)
     assert code == 0 and "events (chrome)" in err
     doc = json.loads(out_path.read_text())
     events = doc["traceEvents"]
@@ -240,7 +234,7 @@ def test_chrome_export_is_trace_event_format_with_one_track_per_vcpu(capsys, tmp
 def test_csv_export(capsys, tmp_path, traces):
     vendor, paths = traces
     out_path = tmp_path / "m.csv"
-    assert _cli(capsys, "export", paths["memory.img"], "--format", "csv", "-o", out_path, "--registers")[0] == 0
+    assert cli(capsys, "export", paths["memory.img"], "--format", "csv", "-o", out_path, "--registers")[0] == 0
     rows = list(csv.DictReader(out_path.open()))
     trace = open_trace(paths["memory.img"])
     assert len(rows) == len(trace)
@@ -266,7 +260,7 @@ def test_json_export(capsys, traces):
     calls = [e for e in doc["exits"] if e["name"] in ("VMCALL", "VMMCALL")]
     assert calls[0]["qualification"] == {"function": 0, "result": 0x766D6D74}
     assert calls[0]["registers"]["rax"] & 0xFFFFFFFF == 0
-    code, out, _err = _cli(capsys, "export", paths["hypercall.img"], "--format", "json", "-o", "-")
+    code, out, _err = cli(capsys, "export", paths["hypercall.img"], "--format", "json", "-o", "-")
     plain = json.loads(out)["exits"]
     assert code == 0 and "registers" not in plain[0]
     assert [{k: v for k, v in e.items() if k != "registers"} for e in doc["exits"]] == plain
@@ -274,5 +268,5 @@ def test_json_export(capsys, traces):
 
 def test_registers_only_with_csv_or_json(capsys, traces):
     _vendor, paths = traces
-    code, _out, err = _cli(capsys, "export", paths["cpuid.img"], "--format", "chrome", "-o", "-", "--registers")
+    code, _out, err = cli(capsys, "export", paths["cpuid.img"], "--format", "chrome", "-o", "-", "--registers")
     assert code == 2 and "--registers goes with --format csv or json" in err

@@ -7,25 +7,19 @@ import sqlite3
 
 import pytest
 
-from conftest import GUESTS, write_image
+from conftest import GUESTS, cli, write_image
 from engine.config import MachineConfig
 from engine.loader import load
 from engine.machine import Machine
 from engine.trace import TraceWriter, open_trace
 from engine.trace.guest import ImageChanged
 from engine.trace.verify import verify
-from vmmtui.cli import EXIT_USAGE, main
+from vmmtui.cli import EXIT_USAGE
 
 BUNDLED = sorted(p.name for p in list(GUESTS.glob("*.img")) + list(GUESTS.glob("*.elf"))
                  if not p.name.startswith("bench_"))
 #: Options a bundled guest needs to pass its own checks (ipi.img needs an AP to send to).
 OPTIONS = {"ipi.img": ["--vcpus", "2"]}
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_every_bundled_guest_is_there():
@@ -37,11 +31,11 @@ def test_every_bundled_guest_is_there():
 @pytest.mark.parametrize("guest", BUNDLED)
 def test_record_then_verify_is_identical(capsys, tmp_path, guest, vendor):
     path = tmp_path / "run.vmtrace"
-    code, _out, _err = _cli(capsys, "record", GUESTS / guest, "-o", path, "--vendor", vendor,
+    code, _out, _err = cli(capsys, "record", GUESTS / guest, "-o", path, "--vendor", vendor,
                             *OPTIONS.get(guest, []))
     assert code == 0
     n = len(open_trace(path))
-    code, out, err = _cli(capsys, "replay", "--verify", path)
+    code, out, err = cli(capsys, "replay", "--verify", path)
     assert (code, err) == (0, "")
     assert out.startswith(f"identical: {n:,} exits match the trace")
 
@@ -49,13 +43,13 @@ def test_record_then_verify_is_identical(capsys, tmp_path, guest, vendor):
 @pytest.mark.parametrize("vendor", ["intel", "amd"])
 def test_record_then_verify_four_vcpus_with_their_quantum(capsys, tmp_path, vendor):
     path = tmp_path / "smp.vmtrace"
-    code, _out, _err = _cli(capsys, "record", GUESTS / "smp.img", "-o", path, "--vendor", vendor,
+    code, _out, _err = cli(capsys, "record", GUESTS / "smp.img", "-o", path, "--vendor", vendor,
                             "--vcpus", "4", "--quantum", "700")
     assert code == 0
     trace = open_trace(path)
     assert (trace.config().vcpus, trace.config().quantum) == (4, 700)
     assert set(trace.exits.vcpu) == {0, 1, 2, 3}
-    code, out, err = _cli(capsys, "replay", "--verify", path)
+    code, out, err = cli(capsys, "replay", "--verify", path)
     assert (code, err) == (0, "")
     assert out.startswith(f"identical: {len(trace):,} exits match the trace")
 
@@ -98,12 +92,12 @@ def test_the_divergence_report_through_the_cli(capsys, tmp_path):
     original = write_image(tmp_path, ORIGINAL, "original.img")
     changed = write_image(tmp_path, ORIGINAL.replace(bytes.fromhex("b042"), bytes.fromhex("b043")), "changed.img")
     path = tmp_path / "t.vmtrace"
-    _cli(capsys, "record", original, "-o", path)
-    code, out, err = _cli(capsys, "replay", "--verify", path, changed)
+    cli(capsys, "record", original, "-o", path)
+    code, out, err = cli(capsys, "replay", "--verify", path, changed)
     assert code == EXIT_USAGE and out == "" and err.count("\n") == 1
     old, new = open_trace(path).meta["image_sha256"], load(Machine(), changed).sha256
     assert f"SHA-256 {new} differs from the traced image's {old}" in err
-    code, out, err = _cli(capsys, "replay", "--verify", path, changed, "--allow-image-change")
+    code, out, err = cli(capsys, "replay", "--verify", path, changed, "--allow-image-change")
     assert code == 1 and err == ""
     lines = out.splitlines()
     assert lines[0] == "diverged at exit 1: rax: expected 0x42, got 0x43"
@@ -153,9 +147,9 @@ def test_a_run_that_ends_sooner_is_reported_at_the_missing_exit(tmp_path):
 
 def test_a_prefix_trace_verifies(capsys, tmp_path):
     path = tmp_path / "prefix.vmtrace"
-    code, _out, _err = _cli(capsys, "record", GUESTS / "cpuid.img", "-o", path, "--max-exits", "100")
+    code, _out, _err = cli(capsys, "record", GUESTS / "cpuid.img", "-o", path, "--max-exits", "100")
     assert code == 72
-    code, out, _err = _cli(capsys, "replay", "--verify", path)
+    code, out, _err = cli(capsys, "replay", "--verify", path)
     assert code == 0 and out.startswith("identical: 100 exits")
     assert "the trace ends after exit 99 (recorded stop: max-exits)" in out
 

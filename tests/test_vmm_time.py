@@ -12,7 +12,7 @@ from array import array
 
 import pytest
 
-from conftest import GUESTS, write_image
+from conftest import GUESTS, cli, write_image
 from engine.config import MachineConfig
 from engine.exitlog import ExitLog
 from engine.loader import load
@@ -26,12 +26,6 @@ from vmmtui.cli import main
 GUEST_NAMES = ("cpuid.img", "hello.img")
 #: xor ax,ax; mov ds,ax; mov si,msg; mov cx,5; mov dx,0x3f8; rep outsb; mov al,0; out 0xf4,al; cli; hlt; msg
 REP_OUTSB = bytes.fromhex("31c08ed8be157cb90500baf803f36eb000e6f4faf4") + b"hello"
-
-
-def _cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module", params=["intel", "amd"])
@@ -140,7 +134,7 @@ def test_replay_verify_ignores_the_wall_time(capsys, tmp_path, traces):
     db.commit()
     db.close()
     for p in (paths["hello.img"], path):
-        code, out, err = _cli(capsys, "replay", "--verify", p)
+        code, out, err = cli(capsys, "replay", "--verify", p)
         assert code == 0, out + err
 
 
@@ -186,11 +180,11 @@ def test_stats_per_vcpu_split_the_measured_time(tmp_path):
 
 def test_stats_cli_says_the_unit(capsys, traces):
     _vendor, paths = traces
-    code, out, err = _cli(capsys, "stats", paths["cpuid.img"])
+    code, out, err = cli(capsys, "stats", paths["cpuid.img"])
     assert code == 0 and err == ""
     assert "VMM time unit: host wall-clock microsecond (measured" in out and "not deterministic" in out
     assert "VMM us min" in out
-    code, out, _err = _cli(capsys, "stats", paths["cpuid.img"], "--json")
+    code, out, _err = cli(capsys, "stats", paths["cpuid.img"], "--json")
     doc = json.loads(out)
     assert code == 0 and doc["vmm_host_unit"] == "host wall-clock microsecond"
     assert "measured" in doc["vmm_host_model"] and doc["time_unit"] == "guest instruction"
@@ -207,7 +201,7 @@ def test_stats_of_a_trace_without_vmm_times_are_as_before(capsys, tmp_path, trac
         assert r["vmm_time"] == {"min": 0, "avg": 0.0, "max": 0, "total": 0, "share": 0.0}
     text = format_report(s)
     assert "VMM time unit" not in text and "VMM us" not in text and "VMM min" in text
-    code, out, _err = _cli(capsys, "stats", path, "--json")
+    code, out, _err = cli(capsys, "stats", path, "--json")
     assert code == 0 and json.loads(out)["vmm_host_unit"] is None
 
 
