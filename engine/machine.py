@@ -653,8 +653,8 @@ class Machine:
                 self._window[i] = True
                 self.hw.request_interrupt_window(i, True)
             return None
-        if self._after_sti(v, snap):
-            return None  # STI blocks interrupts until the end of the next instruction
+        if self._in_interrupt_shadow(v, snap):
+            return None  # STI, MOV SS and POP SS block interrupts until the next instruction completes
         if self._window[i]:
             self._window[i] = False
             self.hw.request_interrupt_window(i, False)
@@ -677,13 +677,21 @@ class Machine:
             return self.pic.slave.vector_base + self.pic.slave.pending()  # type: ignore[operator]
         return master.vector_base + (irq or 0)
 
-    def _after_sti(self, v: Vcpu, snap: tuple[int, ...]) -> bool:
-        """Whether the instruction just retired may have been STI (SDM "Interrupt
-        Shadow"): the byte before RIP is 0xFB. A false positive only delays the
-        interrupt by one instruction."""
-        linear = self._code_bits(v, snap)[0] + snap[0]
+    def _in_interrupt_shadow(self, v: Vcpu, snap: tuple[int, ...]) -> bool:
+        """Whether the instruction just retired may have been one that blocks interrupts
+        until the next one completes (SDM Vol. 3 6.8.3, "Masking Exceptions and
+        Interrupts When Switching Stacks", and the STI description): the bytes before
+        RIP are STI (FB), POP SS (17, not in 64-bit mode) or MOV SS from a register
+        (8E D0-D7). A false positive only delays the interrupt by one instruction; a
+        MOV SS from memory is not recognised."""
+        base, bits = self._code_bits(v, snap)
+        linear = base + snap[0]
         try:
-            return linear > 0 and self._read_linear(v, linear - 1, 1, snap[_CR0]) == b"\xfb"
+            last = self._read_linear(v, linear - 1, 1, snap[_CR0]) if linear >= 1 else b""
+            if last == b"\xfb" or (last == b"\x17" and bits != 64):
+                return True
+            return linear >= 2 and last[0] & 0xF8 == 0xD0 and \
+                self._read_linear(v, linear - 2, 1, snap[_CR0]) == b"\x8e"
         except EngineError:
             return False
 

@@ -366,3 +366,17 @@ def test_a_fixed_self_ipi_reaches_the_guests_handler(tmp_path, vendor):
         assert m.exits[names.index(extint)].qualification["vector"] == 0x40
     # The handler's EOI is the last APIC write: the vector is out of service again.
     assert not m.lapics[0].isr and m.lapics[0].pending() is None
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_sti_mov_ss_and_pop_ss_hold_off_interrupts_for_one_instruction(tmp_path, vendor):
+    # SDM Vol. 3 6.8.3: after MOV SS or POP SS (and after STI) interrupts wait until the
+    # next instruction completes. The engine tells them by the bytes before RIP.
+    code = bytes.fromhex("8ed0" "90" "50" "17" "90" "fb" "90" "b000e6f4")  # mov ss,ax; nop; push ax; pop ss;
+    m = _machine(write_image(tmp_path, code), vendor)                      # nop; sti; nop; debug exit 0
+    v = m.vcpus[0]
+    shadows = []
+    for _ in range(7):
+        m.step()
+        shadows.append(m._in_interrupt_shadow(v, v.snapshot()))
+    assert shadows == [True, False, False, True, False, True, False]
