@@ -196,7 +196,8 @@ class Machine:
         self._cut_requested = False
         self._scanned_page = False
         self._stop_retired: int | None = None  # instructions the slice retires, fixed at a stop in a hook
-        self._mmio_replay: tuple[int, int, int, bool, int] | None = None  # (vcpu, rip, gpa, read, value)
+        #: (vcpu, rip, gpa, read, value, the split access's state after it: `_mmio_piece`)
+        self._mmio_replay: tuple[int, int, int, bool, int, Any] | None = None
         #: The MMIO access being taken in pieces: ((vcpu, rip, count), next piece's GPA, the access's end).
         self._mmio_piece: tuple[tuple[int, int, int], int, int] | None = None
         self._halt_seq: int | None = None  # the exit of the last HLT
@@ -1285,6 +1286,7 @@ class Machine:
             took = perf_counter_ns() - start
             if exit_gpa is not None:
                 self.exits.set_vmm_ns(self._mmio_exit(v, exit_gpa, read=True, value=value), took or 1)
+                self._keep_for_replay(v, base + offset, True, value)
             return value
         return read
 
@@ -1303,8 +1305,8 @@ class Machine:
                 # exit that completes its instruction, or from the slice's end.
                 self._cut_requested = True
                 self._watch_exits = True
-                self._keep_for_replay(v, base + offset, False, value)
             if seq is not None:
+                self._keep_for_replay(v, base + offset, False, value)
                 self._handled(seq, start)
         return write
 
@@ -1313,10 +1315,10 @@ class Machine:
         access of its own: Unicorn splits an unaligned access into aligned pieces (a
         4-byte read at 0xA0001 comes as 0xA0000 and 0xA0004), where hardware takes one
         exit for the access, at its first byte. The pieces of one access share the
-        instruction (RIP and instruction count) and follow each other to its end."""
+        instruction (its RIP and virtual time) and follow each other to its end."""
         if not self._counting:  # without an exact count two executions look alike
             return gpa
-        key = (v.index, v.uc.reg_read(X.UC_X86_REG_RIP), self.counters[v.index].raw)
+        key = (v.index, v.uc.reg_read(X.UC_X86_REG_RIP), self.now())
         last = self._mmio_piece
         if last is not None and last[0] == key and last[1] == gpa < last[2]:
             self._mmio_piece = (key, gpa + size, last[2])
@@ -1336,16 +1338,16 @@ class Machine:
         code = self.hw.slat_exit(gpa, gpa, read=read, write=not read, fetch=False, present=(False, False, False))
         seq = self._exit(v, code, snap[_I["rip"]], 0, snap, aux1=value)
         self._after_exit(v, seq, None, retires=False)
-        self._keep_for_replay(v, gpa, read, value)
         return seq
 
     def _keep_for_replay(self, v: Vcpu, gpa: int, read: bool, value: int) -> None:
         """After an MMIO access was handled: if a stop is due (this exit's, or one the
         access caused, as an INIT IPI's exit), it lands before the instruction, which
-        then runs again on resume; its access is answered from this record then,
-        without a second exit or device access."""
+        then runs again on resume; its access (`gpa`: as Unicorn calls back, the first
+        piece of a split one) is answered from this record then, without a second exit
+        or device access."""
         if self._pending is not None and self._mmio_replay is None:
-            self._mmio_replay = (v.index, v.uc.reg_read(X.UC_X86_REG_RIP), gpa, read, value)
+            self._mmio_replay = (v.index, v.uc.reg_read(X.UC_X86_REG_RIP), gpa, read, value, self._mmio_piece)
 
     def _mmio_replayed(self, v: Vcpu, gpa: int, read: bool) -> int | None:
         """The recorded value when this access is the re-run of a stopped one."""
@@ -1355,6 +1357,7 @@ class Machine:
         self._mmio_replay = None
         if replay[1] != v.uc.reg_read(X.UC_X86_REG_RIP):
             return None
+        self._mmio_piece = replay[5]  # the rest of a split access follows this piece again
         return replay[4]
 
     # -- exceptions --------------------------------------------------------------------

@@ -289,6 +289,17 @@ def test_max_exits_is_exact_for_an_unaligned_mmio_read(vendor):
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
+def test_a_stop_at_an_unaligned_mmio_exit_does_not_repeat_it(vendor):
+    # The stop lands before the instruction, which runs again on resume: its first piece is
+    # answered from the record (kept under the piece's GPA, not the exit's), the rest follow.
+    m, stop = _run_code("protected", vendor, TWO_UNALIGNED_READS, max_exits=1, timeout=5)
+    assert stop.reason.value == "max-exits"
+    stop = m.run(timeout=5)
+    assert stop.reason.value == "halt"
+    assert [e.qualification["gpa"] for e in m.exits if e.name in ("EPT_VIOLATION", "NPF")] == [0xA0001, 0xA0001]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
 @pytest.mark.parametrize("code, gpas, write", [(UNALIGNED_MMIO_READ, [0xA0001], False),
                                                (TWO_UNALIGNED_READS, [0xA0001, 0xA0001], False),
                                                (UNALIGNED_MMIO_WRITE, [0xA0FFE], True)])

@@ -168,12 +168,15 @@ def _add_trace_commands(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--max-exits", type=int, metavar="N", help="stop after N exits")
     rec.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
     rep = parser("replay", "show a recorded trace in the TUI, or verify it by re-running the guest",
-                 "Open the TUI on TRACE without running anything, or with --verify re-run the guest with the "
+                 "Open the TUI on TRACE: exits, registers and console come from the file; memory, page tables, "
+                 "disassembly and the VMCS / VMCB at the selected exit from the guest re-run to it (from the "
+                 "image the trace carries, checked against the trace). With --verify re-run the guest with the "
                  "recorded configuration and inputs and compare every exit: status 0 when identical, 1 at the "
                  "first divergence (which exit, which field, expected, got).")
     rep.add_argument("trace", metavar="TRACE", help="a trace written by vmmtui record")
     rep.add_argument("guest", metavar="GUEST", nargs="?",
-                     help="with --verify: the image to re-run (default: the image path in the trace)")
+                     help="with --verify: the image to re-run (default: the image path in the trace, or the "
+                          "copy the trace carries when that file is gone)")
     rep.add_argument("--verify", action="store_true", help="re-run the guest and compare it with the trace")
     rep.add_argument("--allow-image-change", action="store_true",
                      help="with --verify: compare even when GUEST's SHA-256 differs from the traced image's")
@@ -182,7 +185,8 @@ def _add_trace_commands(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--script", metavar="FILE", help="run replay commands from FILE without a terminal")
     st = parser("stats", "exit statistics of a trace (as perf kvm stat report)",
                 "Per exit reason: count, share, time in the VMM (min / avg / max) and in the guest, for all "
-                "vCPUs and per vCPU, in virtual ticks; and the overhead model with its constants.")
+                "vCPUs and per vCPU; guest time in instructions retired (virtual time), VMM time in measured "
+                "host microseconds; and the overhead model with its constants.")
     st.add_argument("trace", metavar="TRACE")
     st.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ex = parser("export", "export a trace as Chrome/Perfetto trace events, CSV or JSON",
